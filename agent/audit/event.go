@@ -1,0 +1,26 @@
+package audit
+
+// Event is one line of the audit log (SPEC §4.4). Empty fields are left out of the line.
+// Never put a token, private key, stdin or file content in an Event.
+type Event struct {
+	Time        string   `json:"time"`  // set by Logger.Write
+	Event       string   `json:"event"` // intent, outcome, edge_connect, edge_disconnect, auth_failure, host_key_refused, key_added, key_revoked, key_approved
+	RequestID   string   `json:"request_id,omitempty"`
+	Actor       string   `json:"actor,omitempty"` // "stdio", or "http:<token name>"
+	Tool        string   `json:"tool,omitempty"`
+	Edge        string   `json:"edge,omitempty"`
+	Fingerprint string   `json:"fingerprint,omitempty"`
+	RemoteAddr  string   `json:"remote_addr,omitempty"`
+	Argv        []string `json:"argv,omitempty"`
+	Command     string   `json:"command,omitempty"`
+	Cwd         string   `json:"cwd,omitempty"`
+	Env         []string `json:"env,omitempty"` // names only, never values
+	Path        string   `json:"path,omitempty"`
+	ExitCode    *int     `json:"exit_code,omitempty"`
+	DurationMs  *int64   `json:"duration_ms,omitempty"`
+	Bytes       *int64   `json:"bytes,omitempty"`
+	SHA256      string   `json:"sha256,omitempty"`
+	Outcome     string   `json:"outcome,omitempty"` // ok, error, refused, timeout, cancelled
+	Error       string   `json:"error,omitempty"`
+	Prev        string   `json:"prev"` // SHA-256 (hex) of the previous line; set by Logger.Write
+}

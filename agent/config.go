@@ -1,0 +1,175 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// config is every gateway setting of SPEC §2, read once from the environment in main.
+type config struct {
+	Mode              string        `envconfig:"GATEWAY_MODE" default:"reverse"`
+	SSHBind           string        `envconfig:"SSH_BIND" default:"0.0.0.0"`
+	SSHPort           int           `envconfig:"SSH_PORT" default:"2222"`
+	PublicAddr        string        `envconfig:"PUBLIC_ADDR"`
+	KeysDir           string        `envconfig:"KEYS_DIR"`
+	HostKeyFile       string        `envconfig:"HOST_KEY_FILE"`
+	AuthorizedKeys    string        `envconfig:"AUTHORIZED_KEYS_FILE"`
+	ProvisionToken    string        `envconfig:"PROVISION_TOKEN"`
+	StateDir          string        `envconfig:"STATE_DIR"`
+	AuditLog          string        `envconfig:"AUDIT_LOG"`
+	FilesDir          string        `envconfig:"FILES_DIR"`
+	Transport         string        `envconfig:"MCP_TRANSPORT" default:"stdio"`
+	HTTPAddr          string        `envconfig:"MCP_HTTP_ADDR" default:":3333"`
+	HTTPToken         string        `envconfig:"MCP_HTTP_TOKEN"`
+	KeepaliveInterval time.Duration `envconfig:"KEEPALIVE_INTERVAL" default:"15s"`
+	ExecTimeout       time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s"`
+	ExecTimeoutMax    time.Duration `envconfig:"EXEC_TIMEOUT_MAX" default:"1h"`
+	MaxOutputBytes    int64         `envconfig:"MAX_OUTPUT_BYTES" default:"1048576"`
+	MaxUploadBytes    int64         `envconfig:"MAX_UPLOAD_BYTES" default:"67108864"`
+	MaxTransferBytes  int64         `envconfig:"MAX_TRANSFER_BYTES" default:"17179869184"`
+	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat         string        `envconfig:"LOG_FORMAT" default:"text"`
+}
+
+// loadConfig reads and validates the environment. Every error names the variable at fault.
+func loadConfig() (*config, error) {
+	var c config
+	if err := envconfig.Process("", &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("%s=%q is not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
+		}
+		return nil, err
+	}
+	return &c, c.complete()
+}
+
+// complete fills the defaults that depend on other settings or on who runs the gateway, and
+// checks ranges.
+func (c *config) complete() error {
+	if c.Mode != "reverse" {
+		return fmt.Errorf("GATEWAY_MODE=%q is not supported: only \"reverse\" (edges dial in) exists", c.Mode)
+	}
+	if c.SSHPort < 0 || c.SSHPort > 65535 {
+		return fmt.Errorf("SSH_PORT=%d is out of range (0-65535; 0 picks a free port)", c.SSHPort)
+	}
+	if net.ParseIP(c.SSHBind) == nil && c.SSHBind != "localhost" {
+		return fmt.Errorf("SSH_BIND=%q is not an IP address", c.SSHBind)
+	}
+	if c.PublicAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PublicAddr); err != nil {
+			return fmt.Errorf("PUBLIC_ADDR=%q is not host:port", c.PublicAddr)
+		}
+	}
+	switch c.Transport {
+	case "stdio":
+	case "http":
+		if c.HTTPToken == "" {
+			return errors.New("MCP_HTTP_TOKEN is empty: the gateway refuses to serve MCP over HTTP without a bearer token")
+		}
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return fmt.Errorf("MCP_HTTP_ADDR=%q is not [host]:port", c.HTTPAddr)
+		}
+	default:
+		return fmt.Errorf("MCP_TRANSPORT=%q is not supported: use stdio or http", c.Transport)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"KEEPALIVE_INTERVAL", c.KeepaliveInterval}, {"EXEC_TIMEOUT", c.ExecTimeout}, {"EXEC_TIMEOUT_MAX", c.ExecTimeoutMax}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s=%s must be positive", d.name, d.v)
+		}
+	}
+	if c.ExecTimeout > c.ExecTimeoutMax {
+		return fmt.Errorf("EXEC_TIMEOUT=%s is above EXEC_TIMEOUT_MAX=%s", c.ExecTimeout, c.ExecTimeoutMax)
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{{"MAX_OUTPUT_BYTES", c.MaxOutputBytes}, {"MAX_UPLOAD_BYTES", c.MaxUploadBytes}, {"MAX_TRANSFER_BYTES", c.MaxTransferBytes}} {
+		if n.v <= 0 {
+			return fmt.Errorf("%s=%d must be positive", n.name, n.v)
+		}
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("LOG_LEVEL=%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("LOG_FORMAT=%q is not text or json", c.LogFormat)
+	}
+
+	root := os.Geteuid() == 0
+	if c.KeysDir == "" {
+		c.KeysDir = userDir(root, "/keys", "XDG_CONFIG_HOME", ".config")
+	}
+	if c.StateDir == "" {
+		c.StateDir = userDir(root, "/var/lib/mcp-ssh-gateway", "XDG_STATE_HOME", ".local/state")
+	}
+	if c.HostKeyFile == "" {
+		c.HostKeyFile = filepath.Join(c.KeysDir, "host_ed25519")
+		if rsa := filepath.Join(c.KeysDir, "host_rsa"); fileExists(rsa) {
+			c.HostKeyFile = rsa
+		}
+	}
+	if c.AuthorizedKeys == "" {
+		c.AuthorizedKeys = filepath.Join(c.KeysDir, "authorized_keys")
+	}
+	if c.AuditLog == "" {
+		c.AuditLog = filepath.Join(c.StateDir, "audit.jsonl")
+	}
+	if c.FilesDir == "" {
+		c.FilesDir = filepath.Join(c.StateDir, "files")
+	}
+	return nil
+}
+
+// userDir is rootPath for root, else $XDG_VAR/mcp-ssh-gateway or ~/fallback/mcp-ssh-gateway.
+func userDir(root bool, rootPath, xdgVar, fallback string) string {
+	if root {
+		return rootPath
+	}
+	if x := os.Getenv(xdgVar); x != "" {
+		return filepath.Join(x, "mcp-ssh-gateway")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = "."
+	}
+	return filepath.Join(home, fallback, "mcp-ssh-gateway")
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+// publicAddr is PUBLIC_ADDR, or the address edges can dial derived from where SSH listens.
+func (c *config) publicAddr(listen net.Addr) string {
+	if c.PublicAddr != "" {
+		return c.PublicAddr
+	}
+	host, port, _ := net.SplitHostPort(listen.String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func (c *config) sshAddr() string {
+	return net.JoinHostPort(c.SSHBind, strconv.Itoa(c.SSHPort))
+}

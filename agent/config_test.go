@@ -1,0 +1,78 @@
+package main
+
+import (
+	"net"
+	"strings"
+	"testing"
+)
+
+func TestLoadConfigNamesTheBadVariable(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		want string // substring of the error; "" = valid
+	}{
+		{map[string]string{}, ""},
+		{map[string]string{"GATEWAY_MODE": "forward"}, "GATEWAY_MODE"},
+		{map[string]string{"SSH_PORT": "70000"}, "SSH_PORT"},
+		{map[string]string{"SSH_PORT": "abc"}, "SSH_PORT"},
+		{map[string]string{"SSH_BIND": "not-an-ip"}, "SSH_BIND"},
+		{map[string]string{"KEEPALIVE_INTERVAL": "soon"}, "KEEPALIVE_INTERVAL"},
+		{map[string]string{"EXEC_TIMEOUT": "2h"}, "EXEC_TIMEOUT"},
+		{map[string]string{"MCP_TRANSPORT": "carrier-pigeon"}, "MCP_TRANSPORT"},
+		{map[string]string{"MCP_TRANSPORT": "http"}, "MCP_HTTP_TOKEN"},
+		{map[string]string{"MCP_TRANSPORT": "http", "MCP_HTTP_TOKEN": "t"}, ""},
+		{map[string]string{"MAX_OUTPUT_BYTES": "0"}, "MAX_OUTPUT_BYTES"},
+		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"PUBLIC_ADDR": "nohost"}, "PUBLIC_ADDR"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(keysOf(tc.env), ","), func(t *testing.T) {
+			t.Setenv("KEYS_DIR", t.TempDir())
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			_, err := loadConfig()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("valid settings refused: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v does not name %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultsFollowKeysAndStateDirs(t *testing.T) {
+	t.Setenv("KEYS_DIR", "/k")
+	t.Setenv("STATE_DIR", "/s")
+	c, err := loadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		c.HostKeyFile:    "/k/host_ed25519",
+		c.AuthorizedKeys: "/k/authorized_keys",
+		c.AuditLog:       "/s/audit.jsonl",
+		c.FilesDir:       "/s/files",
+	}
+	for got, w := range want {
+		if got != w {
+			t.Errorf("got %s, want %s", got, w)
+		}
+	}
+	addr := &net.TCPAddr{IP: net.ParseIP("127.0.0.1"), Port: 4022}
+	if got := c.publicAddr(addr); got != "127.0.0.1:4022" {
+		t.Errorf("publicAddr = %s", got)
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	if len(ks) == 0 {
+		return []string{"defaults"}
+	}
+	return ks
+}

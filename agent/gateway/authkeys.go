@@ -1,0 +1,477 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// Bounds and timings of the authorized_keys store.
+const (
+	maxAuthKeysFile = 16 << 20 // bytes
+	maxAuthKeys     = 100_000
+	maxKeyLine      = 16 << 10 // one public key line given to RegisterKey
+	maxCommentLen   = 256
+	reloadDebounce  = 100 * time.Millisecond
+	reloadPoll      = 2 * time.Second // stat fallback when inotify misses or is unavailable
+)
+
+// authKey is one authorized edge key with what the gateway binds to it.
+type authKey struct {
+	fp     string
+	name   string            // bound name, lower case; "" when none
+	labels map[string]string // bound labels; never nil
+}
+
+// keySet is one parsed authorized_keys file. It is never modified once built.
+type keySet struct {
+	byFP   map[string]*authKey
+	byName map[string]string // bound name → fingerprint
+}
+
+// fileStamp is what the stat fallback compares to notice a change.
+type fileStamp struct {
+	exists bool
+	size   int64
+	mod    time.Time
+	ino    uint64
+}
+
+// keyStore is the in-memory copy of AUTHORIZED_KEYS_FILE, reloaded when the file changes and
+// appended to by RegisterKey.
+type keyStore struct {
+	path      string
+	log       *slog.Logger
+	onRemoved func(fps []string) // called (outside locks) with keys that disappeared
+	writeMu   sync.Mutex         // serializes read-modify-write of the file
+
+	mu    sync.RWMutex
+	set   *keySet
+	stamp fileStamp
+}
+
+// newKeyStore loads path; a missing file is an empty set (created on first registration).
+// onRemoved is told which keys disappeared on every later change.
+func newKeyStore(path string, log *slog.Logger, onRemoved func(fps []string)) (*keyStore, error) {
+	s := &keyStore{path: path, log: log, onRemoved: onRemoved}
+	if _, err := s.reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// lookup returns the key with fingerprint fp, or nil.
+func (s *keyStore) lookup(fp string) *authKey {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.set.byFP[fp]
+}
+
+// boundTo returns the fingerprint a name is bound to, or "".
+func (s *keyStore) boundTo(name string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.set.byName[name]
+}
+
+// snapshot returns the current set (immutable).
+func (s *keyStore) snapshot() *keySet {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.set
+}
+
+// reload reads the file and swaps the set in, reporting how many keys were removed. On error
+// the old set stays.
+func (s *keyStore) reload() (removed int, err error) {
+	data, stamp, err := readAuthKeys(s.path)
+	if err != nil {
+		return 0, err
+	}
+	set, err := parseAuthKeys(data, s.log)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", s.path, err)
+	}
+	return s.swap(set, stamp), nil
+}
+
+// swap installs set and tells onRemoved which keys it no longer holds.
+func (s *keyStore) swap(set *keySet, stamp fileStamp) int {
+	var removed []string
+	s.mu.Lock()
+	if s.set != nil {
+		for fp := range s.set.byFP {
+			if set.byFP[fp] == nil {
+				removed = append(removed, fp)
+			}
+		}
+	}
+	s.set, s.stamp = set, stamp
+	s.mu.Unlock()
+	if len(removed) > 0 && s.onRemoved != nil {
+		s.onRemoved(removed)
+	}
+	return len(removed)
+}
+
+func (s *keyStore) changed() bool {
+	st := statFile(s.path)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return st != s.stamp
+}
+
+// watch reloads the set when the file changes, until ctx is done: inotify on the directory
+// (editors and atomic writes replace the file), debounced, plus a cheap stat check every
+// reloadPoll.
+func (s *keyStore) watch(ctx context.Context) {
+	var events <-chan fsnotify.Event
+	var errs <-chan error
+	if w, err := fsnotify.NewWatcher(); err != nil {
+		s.log.Warn("authorized_keys: no file watcher, checking every few seconds", "err", err)
+	} else {
+		defer w.Close()
+		if err := w.Add(filepath.Dir(s.path)); err != nil {
+			s.log.Warn("authorized_keys: cannot watch directory, checking every few seconds", "dir", filepath.Dir(s.path), "err", err)
+		} else {
+			events, errs = w.Events, w.Errors
+		}
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	poll := time.NewTicker(reloadPoll)
+	defer poll.Stop()
+	base := filepath.Base(s.path)
+	reload := func() {
+		removed, err := s.reload()
+		if err != nil {
+			s.log.Error("authorized_keys: reload failed, keeping the previous keys", "err", err)
+			return
+		}
+		s.log.Info("authorized_keys reloaded", "file", s.path, "keys", len(s.snapshot().byFP), "removed", removed)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if filepath.Base(ev.Name) == base {
+				debounce.Reset(reloadDebounce)
+			}
+		case err, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			s.log.Warn("authorized_keys: watcher error", "err", err)
+		case <-debounce.C:
+			reload()
+		case <-poll.C:
+			if s.changed() {
+				reload()
+			}
+		}
+	}
+}
+
+// register appends one key (see Gateway.RegisterKey for the contract).
+func (s *keyStore) register(line, name string, labels map[string]string) (KeyAdded, error) {
+	pub, comment, err := parseOneKey(line)
+	if err != nil {
+		return KeyAdded{}, err
+	}
+	name = strings.ToLower(strings.TrimSpace(name))
+	if name != "" && !protocol.ValidName(name) {
+		return KeyAdded{}, fmt.Errorf("name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", trunc(name, 70))
+	}
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	if err := validateBoundLabels(labels); err != nil {
+		return KeyAdded{}, err
+	}
+	fp := keys.Fingerprint(pub)
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	data, stamp, err := readAuthKeys(s.path)
+	if err != nil {
+		return KeyAdded{}, err
+	}
+	set, err := parseAuthKeys(data, s.log)
+	if err != nil {
+		return KeyAdded{}, fmt.Errorf("%s: %w", s.path, err)
+	}
+	if k := set.byFP[fp]; k != nil {
+		s.swap(set, stamp)
+		return KeyAdded{Fingerprint: fp, Name: k.name, Labels: maps.Clone(k.labels), Added: false}, nil
+	}
+	if other := set.byName[name]; name != "" && other != "" {
+		return KeyAdded{}, fmt.Errorf("name %q is already bound to key %s: choose another name or revoke that key first", name, other)
+	}
+	if len(set.byFP) >= maxAuthKeys {
+		return KeyAdded{}, fmt.Errorf("%s already holds %d keys, the maximum", s.path, maxAuthKeys)
+	}
+	var b bytes.Buffer
+	b.Write(data)
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		b.WriteByte('\n')
+	}
+	b.WriteString(formatKeyLine(pub, name, labels, comment))
+	b.WriteByte('\n')
+	if b.Len() > maxAuthKeysFile {
+		return KeyAdded{}, fmt.Errorf("%s would exceed %d bytes", s.path, maxAuthKeysFile)
+	}
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return KeyAdded{}, fmt.Errorf("authorized_keys directory: %w", err)
+	}
+	if err := keys.WriteFileAtomic(s.path, b.Bytes(), 0o600); err != nil {
+		return KeyAdded{}, err
+	}
+	newSet, err := parseAuthKeys(b.Bytes(), s.log)
+	if err != nil {
+		return KeyAdded{}, err
+	}
+	s.swap(newSet, statFile(s.path))
+	return KeyAdded{Fingerprint: fp, Name: name, Labels: maps.Clone(labels), Added: true}, nil
+}
+
+// errNotPublicKey never carries the input: it may be a private key pasted by mistake.
+var errNotPublicKey = errors.New("public_key is not one OpenSSH public key line (like `ssh-ed25519 AAAA… comment`); the input was neither stored nor logged")
+
+// parseOneKey parses exactly one authorized_keys line, dropping its options.
+func parseOneKey(line string) (ssh.PublicKey, string, error) {
+	line = strings.TrimSpace(line)
+	if line == "" || len(line) > maxKeyLine || strings.ContainsAny(line, "\r\n\x00") || strings.Contains(line, "PRIVATE KEY") {
+		return nil, "", errNotPublicKey
+	}
+	pub, comment, _, rest, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil || len(bytes.TrimSpace(rest)) > 0 {
+		return nil, "", errNotPublicKey
+	}
+	if _, ok := pub.(*ssh.Certificate); ok {
+		return nil, "", errors.New("public_key is an SSH certificate; register the plain public key instead")
+	}
+	return pub, cleanComment(comment), nil
+}
+
+// cleanComment keeps a comment printable, single-line and short.
+func cleanComment(c string) string {
+	c = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return -1
+		}
+		return r
+	}, c)
+	return trunc(strings.TrimSpace(c), maxCommentLen)
+}
+
+// validateBoundLabels checks labels the gateway will write into authorized_keys: the protocol
+// bounds plus characters that could not round-trip through the labels="k=v,…" option.
+func validateBoundLabels(l map[string]string) error {
+	if err := protocol.ValidateLabels(l); err != nil {
+		return fmt.Errorf("labels: %w", err)
+	}
+	for k, v := range l {
+		if strings.ContainsAny(v, ",\"\\") || strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("label %q: value may not contain commas, quotes, backslashes or control characters", k)
+		}
+	}
+	return nil
+}
+
+// formatKeyLine renders `name="…",labels="…" <type> <base64> <comment>`.
+func formatKeyLine(pub ssh.PublicKey, name string, labels map[string]string, comment string) string {
+	var opts []string
+	if name != "" {
+		opts = append(opts, `name="`+name+`"`)
+	}
+	if len(labels) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(labels)) {
+			kv = append(kv, k+"="+labels[k])
+		}
+		opts = append(opts, `labels="`+strings.Join(kv, ",")+`"`)
+	}
+	line := keys.AuthorizedLine(pub)
+	if len(opts) > 0 {
+		line = strings.Join(opts, ",") + " " + line
+	}
+	if comment != "" {
+		line += " " + comment
+	}
+	return line
+}
+
+// readAuthKeys reads the file, bounded; a missing file is empty.
+func readAuthKeys(path string) ([]byte, fileStamp, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fileStamp{}, nil
+	}
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fileStamp{}, fmt.Errorf("authorized keys %s is not a regular file", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxAuthKeysFile+1))
+	if err != nil {
+		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
+	}
+	if len(data) > maxAuthKeysFile {
+		return nil, fileStamp{}, fmt.Errorf("authorized keys %s is larger than %d bytes", path, maxAuthKeysFile)
+	}
+	return data, stampOf(st), nil
+}
+
+func statFile(path string) fileStamp {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}
+	}
+	return stampOf(st)
+}
+
+func stampOf(st fs.FileInfo) fileStamp {
+	s := fileStamp{exists: true, size: st.Size(), mod: st.ModTime()}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		s.ino = sys.Ino
+	}
+	return s
+}
+
+// parseAuthKeys builds a keySet. Lines that are not keys are skipped (as sshd does); a bad
+// name or labels option is logged and ignored, the key itself stays authorized.
+func parseAuthKeys(data []byte, log *slog.Logger) (*keySet, error) {
+	set := &keySet{byFP: map[string]*authKey{}, byName: map[string]string{}}
+	rest := data
+	for n := 0; len(rest) > 0; n++ {
+		if n >= maxAuthKeys {
+			return nil, fmt.Errorf("more than %d keys", maxAuthKeys)
+		}
+		pub, _, opts, r, err := ssh.ParseAuthorizedKey(rest)
+		if err != nil {
+			break // only blank lines, comments or unparsable lines remain
+		}
+		rest = r
+		fp := keys.Fingerprint(pub)
+		if set.byFP[fp] != nil {
+			log.Warn("authorized_keys: duplicate key ignored", "fingerprint", fp)
+			continue
+		}
+		k := &authKey{fp: fp, labels: map[string]string{}}
+		name, labels, err := parseKeyOptions(opts)
+		if err != nil {
+			log.Warn("authorized_keys: option ignored", "fingerprint", fp, "err", err)
+		}
+		if labels != nil {
+			k.labels = labels
+		}
+		if name != "" {
+			if other := set.byName[name]; other != "" {
+				log.Warn("authorized_keys: name already bound to an earlier key, ignored", "name", name, "fingerprint", fp, "bound_to", other)
+			} else {
+				k.name = name
+				set.byName[name] = fp
+			}
+		}
+		set.byFP[fp] = k
+	}
+	return set, nil
+}
+
+// parseKeyOptions extracts our own name="…" and labels="k=v,…" options; others are sshd's.
+func parseKeyOptions(opts []string) (name string, labels map[string]string, err error) {
+	var errs []error
+	for _, o := range opts {
+		key, val, ok := strings.Cut(o, "=")
+		if !ok {
+			continue
+		}
+		switch strings.ToLower(strings.TrimSpace(key)) {
+		case "name":
+			n := strings.ToLower(unquoteOption(val))
+			if !protocol.ValidName(n) {
+				errs = append(errs, fmt.Errorf("name %q is invalid", trunc(n, 70)))
+				continue
+			}
+			name = n
+		case "labels":
+			l, err := parseLabels(unquoteOption(val))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			labels = l
+		}
+	}
+	return name, labels, errors.Join(errs...)
+}
+
+// unquoteOption strips the double quotes of an authorized_keys option value (\" is a quote).
+func unquoteOption(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = strings.ReplaceAll(v[1:len(v)-1], `\"`, `"`)
+	}
+	return v
+}
+
+// parseLabels parses "k=v,k=v" and validates it.
+func parseLabels(s string) (map[string]string, error) {
+	l := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		kv = strings.TrimSpace(kv)
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("label %q is not key=value", trunc(kv, 70))
+		}
+		l[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		if len(l) > protocol.MaxLabels {
+			break // ValidateLabels reports it
+		}
+	}
+	if err := protocol.ValidateLabels(l); err != nil {
+		return nil, fmt.Errorf("labels: %w", err)
+	}
+	return l, nil
+}
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}

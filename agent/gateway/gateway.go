@@ -1,0 +1,326 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+)
+
+// Defaults for the zero values of Config.
+const (
+	defaultMaxHandshakes     = 64
+	defaultHandshakeTimeout  = 10 * time.Second
+	defaultMaxQueue          = 64
+	defaultKeepaliveInterval = 15 * time.Second
+)
+
+// Config is what the gateway's SSH side needs. Zero values get the defaults noted.
+type Config struct {
+	HostKey             ssh.Signer    // the gateway's SSH host key (required)
+	Bind                string        // host:port to listen on; port 0 picks a free one
+	PublicAddr          string        // host:port edges dial (shown in Info)
+	KeepaliveInterval   time.Duration // default 15s; three missed replies drop the edge
+	AuthorizedKeysFile  string        // edge keys with bound names and labels (required)
+	Version             string        // gateway version, in the SSH banner and Info
+	Mode                string        // GATEWAY_MODE, shown in Info
+	ProvisioningEnabled bool          // shown in Info
+	MaxHandshakes       int           // concurrent SSH handshakes, default 64
+	HandshakeTimeout    time.Duration // default 10s, also bounds opening the tunnel channel
+	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
+	Audit               *audit.Logger // nil discards
+	Log                 *slog.Logger  // nil discards
+}
+
+// Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
+// New, bind with Listen, run with Serve.
+type Gateway struct {
+	cfg        Config
+	log        *slog.Logger
+	keys       *keyStore
+	reg        *registry
+	sshConfig  *ssh.ServerConfig
+	handshakes chan struct{} // admission semaphore
+	authFails  *failLimiter
+	hostFP     string
+	hostLine   string
+	started    time.Time
+	wg         sync.WaitGroup // every goroutine Serve started
+
+	mu         sync.Mutex
+	ln         net.Listener
+	publicAddr string
+	closing    chan struct{}
+	closeOnce  sync.Once
+	serving    chan struct{} // closed when Serve returns; nil before Serve
+}
+
+// New checks cfg and loads the authorized keys (a missing file is an empty set, created on the
+// first registration). Nothing listens until Listen.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.HostKey == nil {
+		return nil, errors.New("gateway: no host key")
+	}
+	if cfg.AuthorizedKeysFile == "" {
+		return nil, errors.New("gateway: no authorized keys file")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.KeepaliveInterval <= 0 {
+		cfg.KeepaliveInterval = defaultKeepaliveInterval
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = defaultMaxHandshakes
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = defaultMaxQueue
+	}
+	g := &Gateway{
+		cfg:        cfg,
+		log:        cfg.Log.With("component", "ssh"),
+		reg:        newRegistry(),
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		authFails:  newFailLimiter(time.Minute),
+		hostFP:     keys.Fingerprint(cfg.HostKey.PublicKey()),
+		hostLine:   keys.AuthorizedLine(cfg.HostKey.PublicKey()),
+		started:    time.Now(),
+		publicAddr: cfg.PublicAddr,
+		closing:    make(chan struct{}),
+	}
+	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysRemoved)
+	if err != nil {
+		return nil, err
+	}
+	g.keys = ks
+	g.sshConfig = g.newServerConfig()
+	return g, nil
+}
+
+// keysRemoved closes the tunnels of keys that left authorized_keys.
+func (g *Gateway) keysRemoved(fps []string) {
+	if names := g.reg.closeKeys(fps); len(names) > 0 {
+		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
+	}
+}
+
+// Listen binds cfg.Bind and logs "ssh listening" with the actual address.
+func (g *Gateway) Listen() (net.Addr, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ln != nil {
+		return g.ln.Addr(), nil
+	}
+	ln, err := net.Listen("tcp", g.cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("listen for edges on %s: %w", g.cfg.Bind, err)
+	}
+	g.ln = ln
+	g.log.Info("ssh listening", "addr", ln.Addr().String())
+	return ln.Addr(), nil
+}
+
+// SetPublicAddr sets the host:port edges dial, once it is known (after Listen).
+func (g *Gateway) SetPublicAddr(addr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.publicAddr = addr
+}
+
+// Serve accepts edges until ctx is done or Close is called, then closes every tunnel and
+// waits for all its goroutines. It calls Listen if that was not done.
+func (g *Gateway) Serve(ctx context.Context) error {
+	if _, err := g.Listen(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	if g.serving != nil {
+		g.mu.Unlock()
+		return errors.New("gateway: Serve called twice")
+	}
+	g.serving = make(chan struct{})
+	ln := g.ln
+	g.mu.Unlock()
+	defer close(g.serving)
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.wg.Go(func() { g.keys.watch(ctx) })
+	g.wg.Go(func() {
+		select {
+		case <-ctx.Done():
+		case <-g.closing:
+		}
+		cancel()
+		ln.Close()
+	})
+	err := g.acceptLoop(ctx, ln)
+	cancel()
+	for _, e := range g.reg.all() {
+		e.close()
+	}
+	g.wg.Wait()
+	g.log.Info("ssh stopped: all tunnels closed")
+	return err
+}
+
+func (g *Gateway) acceptLoop(ctx context.Context, ln net.Listener) error {
+	backoff := 5 * time.Millisecond
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTooManyFiles) {
+				g.log.Warn("ssh accept failed, retrying", "err", err)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+					return nil
+				}
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			return fmt.Errorf("accept edges: %w", err)
+		}
+		backoff = 5 * time.Millisecond
+		g.wg.Go(func() { g.handleConn(ctx, nc) })
+	}
+}
+
+// Close stops Serve (closing every tunnel) and waits for it; without Serve it releases the
+// listener.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() { close(g.closing) })
+	g.mu.Lock()
+	ln, serving := g.ln, g.serving
+	g.mu.Unlock()
+	if serving != nil {
+		<-serving
+		return nil
+	}
+	if ln != nil {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Info describes the gateway (get_status.gateway).
+func (g *Gateway) Info() Info {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := Info{
+		Version:             g.cfg.Version,
+		Mode:                g.cfg.Mode,
+		PublicAddr:          g.publicAddr,
+		HostKeyFingerprint:  g.hostFP,
+		HostKeyLine:         g.hostLine,
+		Started:             g.started,
+		ProvisioningEnabled: g.cfg.ProvisioningEnabled,
+	}
+	if g.ln != nil {
+		i.SSHAddr = g.ln.Addr().String()
+	}
+	return i
+}
+
+// Edges lists the known keys (authorized_keys) and the connected edges, sorted by name then
+// fingerprint. connectedOnly leaves the offline ones out. Maps are never nil.
+func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
+	set := g.keys.snapshot()
+	r := g.reg
+	r.mu.Lock()
+	out := make([]EdgeStatus, 0, len(set.byFP)+len(r.byFP))
+	for _, e := range r.byFP {
+		var labels map[string]string
+		if k := set.byFP[e.fp]; k != nil {
+			labels = k.labels
+		}
+		out = append(out, r.status(e, labels))
+	}
+	if !connectedOnly {
+		for fp, k := range set.byFP {
+			if r.byFP[fp] != nil {
+				continue
+			}
+			st := EdgeStatus{Name: k.name, Fingerprint: fp, Labels: cloneLabels(k.labels), ReportedLabels: map[string]string{}}
+			if s, ok := r.seen[fp]; ok {
+				if st.Name == "" && r.byName[s.name] == nil && (set.byName[s.name] == "" || set.byName[s.name] == fp) {
+					st.Name = s.name
+				}
+				st.ReportedLabels = cloneLabels(s.hello.Labels)
+				st.RemoteAddr, st.LastSeen = s.remote, s.lastSeen
+				st.EdgeVersion, st.OS, st.Arch = s.hello.Version, s.hello.OS, s.hello.Arch
+			}
+			out = append(out, st)
+		}
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b EdgeStatus) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Fingerprint, b.Fingerprint)
+	})
+	return out
+}
+
+// resolve finds the connected edge named by ref (name or SHA256 fingerprint).
+func (g *Gateway) resolve(ref string) (*edge, error) {
+	ref = strings.TrimSpace(ref)
+	if ref == "" {
+		return nil, fmt.Errorf("%w: no edge given (use a name or SHA256:… fingerprint from get_status)", ErrUnknownEdge)
+	}
+	if len(ref) > 128 {
+		return nil, fmt.Errorf("%w: %.64q…", ErrUnknownEdge, ref)
+	}
+	if e := g.reg.get(ref); e != nil {
+		return e, nil
+	}
+	set := g.keys.snapshot()
+	if set.byFP[ref] != nil || set.byName[strings.ToLower(ref)] != "" {
+		return nil, fmt.Errorf("%w: %s", ErrEdgeOffline, ref)
+	}
+	for _, st := range g.Edges(false) {
+		if st.Name != "" && st.Name == strings.ToLower(ref) {
+			return nil, fmt.Errorf("%w: %s", ErrEdgeOffline, ref)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrUnknownEdge, ref)
+}
+
+// RegisterKey authorizes an edge key: line is one authorized_keys line (options stripped),
+// name optional (bound to the key), labels optional (bound, used for selection). Anything
+// but a public key is refused without echoing it. A key already present is left unchanged
+// and reported with Added=false. The edge can connect as soon as this returns.
+func (g *Gateway) RegisterKey(line, name string, labels map[string]string) (KeyAdded, error) {
+	k, err := g.keys.register(line, name, labels)
+	if err != nil {
+		return KeyAdded{}, err
+	}
+	if k.Added {
+		g.cfg.Audit.Write(audit.Event{Event: "key_added", Edge: k.Name, Fingerprint: k.Fingerprint, Outcome: "ok"})
+		g.log.Info("edge key registered", "fingerprint", k.Fingerprint, "name", k.Name)
+	}
+	if k.Labels == nil {
+		k.Labels = map[string]string{}
+	}
+	return k, nil
+}

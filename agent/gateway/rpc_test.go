@@ -1,0 +1,213 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+func execParams(argv ...string) protocol.ExecParams {
+	return protocol.ExecParams{Argv: argv, TimeoutMs: 10_000, MaxOutputBytes: 1 << 20}
+}
+
+// collector gathers stdout and stderr.
+type collector struct {
+	mu             sync.Mutex
+	stdout, stderr bytes.Buffer
+}
+
+func (c *collector) out(t protocol.FrameType, b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t == protocol.FrameStdout {
+		c.stdout.Write(b)
+	} else {
+		c.stderr.Write(b)
+	}
+}
+
+// connected starts a gateway with one edge named pi and returns both.
+func connected(t *testing.T, hello protocol.Hello, mut func(*Config)) (*fixture, *testEdge, string) {
+	t.Helper()
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), mut)
+	if hello.Name == "" {
+		hello.Name = "pi"
+	}
+	e := dialEdge(t, f, key, edgeOpts{hello: hello})
+	waitFor(t, 5*time.Second, "edge registered", func() bool { return len(f.g.Edges(true)) == 1 })
+	return f, e, keys.Fingerprint(key.PublicKey())
+}
+
+func TestExecStreamsOutput(t *testing.T) {
+	f, _, fp := connected(t, protocol.Hello{}, nil)
+	ctx := context.Background()
+	tests := []struct {
+		name, edge string
+		stdin      *string
+		wantOut    string
+	}{
+		{"by name, no stdin", "pi", nil, "hello world"},
+		{"by fingerprint, with stdin", fp, ptr(strings.Repeat("z", 600<<10)), "hello world" + strings.Repeat("z", 600<<10)},
+		{"name case-folded", "PI", ptr(""), "hello world"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var c collector
+			var res protocol.ExecResult
+			var err error
+			if tc.stdin != nil {
+				res, err = f.g.Exec(ctx, tc.edge, execParams("echo", "hello", "world"), strings.NewReader(*tc.stdin), c.out)
+			} else {
+				res, err = f.g.Exec(ctx, tc.edge, execParams("echo", "hello", "world"), nil, c.out)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != 3 || c.stdout.String() != tc.wantOut || c.stderr.String() != "warn" {
+				t.Fatalf("res=%+v stdout=%d bytes stderr=%q", res, c.stdout.Len(), c.stderr.String())
+			}
+		})
+	}
+	if st := f.g.Edges(true)[0]; st.InFlight != 0 || time.Since(st.LastSeen) > 5*time.Second {
+		t.Fatalf("status after calls: %+v", st)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestUploadDeviceInfoAndEdgeErrors(t *testing.T) {
+	f, _, _ := connected(t, protocol.Hello{}, nil)
+	ctx := context.Background()
+	content := bytes.Repeat([]byte("abc"), 200_000)
+	sum := sha256.Sum256(content)
+	up, err := f.g.Upload(ctx, "pi", protocol.UploadParams{Path: "/tmp/x", Size: int64(len(content)), SHA256: hex.EncodeToString(sum[:]), Mode: 0o644}, bytes.NewReader(content))
+	if err != nil || up.Size != int64(len(content)) || up.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("Upload = %+v, %v", up, err)
+	}
+	di, err := f.g.DeviceInfo(ctx, "pi", true)
+	if err != nil || di.Hostname != "testhost" {
+		t.Fatalf("DeviceInfo = %+v, %v", di, err)
+	}
+	_, err = f.g.Exec(ctx, "pi", execParams("fail"), nil, nil)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != protocol.CodePolicy {
+		t.Fatalf("edge error = %v, want *protocol.Error policy", err)
+	}
+	if _, err := f.g.Exec(ctx, "pi", protocol.ExecParams{}, nil, nil); err == nil {
+		t.Fatal("invalid params sent")
+	}
+}
+
+func TestUnknownAndOfflineEdges(t *testing.T) {
+	known := newSigner(t)
+	f := startGateway(t, authLine(known, `name="pi4"`), nil)
+	tests := []struct {
+		edge string
+		want error
+	}{
+		{"nope", ErrUnknownEdge},
+		{"", ErrUnknownEdge},
+		{"pi4", ErrEdgeOffline},
+		{keys.Fingerprint(known.PublicKey()), ErrEdgeOffline},
+		{"SHA256:AAAA", ErrUnknownEdge},
+	}
+	for _, tc := range tests {
+		_, err := f.g.DeviceInfo(context.Background(), tc.edge, false)
+		if !errors.Is(err, tc.want) || (tc.edge != "" && !strings.Contains(err.Error(), tc.edge)) {
+			t.Errorf("%q: err = %v, want %v naming the edge", tc.edge, err, tc.want)
+		}
+	}
+	es := f.g.Edges(false)
+	if len(es) != 1 || es[0].Name != "pi4" || es[0].Connected || es[0].Labels == nil || es[0].ReportedLabels == nil {
+		t.Fatalf("Edges(false) = %+v", es)
+	}
+	if es := f.g.Edges(true); es == nil || len(es) != 0 {
+		t.Fatalf("Edges(true) = %#v", es)
+	}
+}
+
+func TestCancelReturnsWhatWasCaptured(t *testing.T) {
+	f, _, _ := connected(t, protocol.Hello{}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var c collector
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		cancel()
+	}()
+	start := time.Now()
+	res, err := f.g.Exec(ctx, "pi", execParams("sleep"), nil, c.out)
+	if err != nil || !res.Cancelled || res.Signal != "SIGKILL" || c.stdout.String() != "partial" {
+		t.Fatalf("res=%+v err=%v stdout=%q", res, err, c.stdout.String())
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("cancel took %v", d)
+	}
+}
+
+func TestEdgeDropMidCallReturnsDisconnected(t *testing.T) {
+	f, e, _ := connected(t, protocol.Hello{}, nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := f.g.Exec(context.Background(), "pi", execParams("hold"), nil, nil)
+		errc <- err
+	}()
+	waitFor(t, 5*time.Second, "call in flight", func() bool { return f.g.Edges(true)[0].InFlight == 1 })
+	e.conn.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrDisconnected) {
+			t.Fatalf("err = %v, want ErrDisconnected", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("call still waiting 3s after the edge dropped")
+	}
+}
+
+func TestBusyEdgeQueuesThenRefuses(t *testing.T) {
+	f, e, _ := connected(t, protocol.Hello{MaxConcurrent: 1}, func(c *Config) { c.MaxQueue = 1 })
+	ctx := context.Background()
+	inFlight := func() int { return f.g.Edges(true)[0].InFlight }
+	results := make(chan error, 2)
+	hold := func() {
+		_, err := f.g.Exec(ctx, "pi", execParams("hold"), nil, nil)
+		results <- err
+	}
+	go hold()
+	waitFor(t, 5*time.Second, "one call running", func() bool { return inFlight() == 1 })
+
+	// A queued call gives up with its context.
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := f.g.Exec(short, "pi", execParams("echo"), nil, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("queued call with a deadline: %v", err)
+	}
+	go hold()
+	waitFor(t, 5*time.Second, "one running, one queued", func() bool { return inFlight() == 2 })
+	if _, err := f.g.Exec(ctx, "pi", execParams("hold"), nil, nil); !errors.Is(err, ErrEdgeBusy) || !strings.Contains(err.Error(), "pi") {
+		t.Fatalf("call beyond the queue: %v, want ErrEdgeBusy naming pi", err)
+	}
+	e.releaseHeld()
+	for range 2 {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatalf("held call: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("queued calls did not finish")
+		}
+	}
+	if n := inFlight(); n != 0 {
+		t.Fatalf("in flight after the queue drained: %d", n)
+	}
+}

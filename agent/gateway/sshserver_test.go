@@ -1,0 +1,259 @@
+package gateway
+
+import (
+	"encoding/json"
+	"errors"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+func TestListenLogsActualAddr(t *testing.T) {
+	f := startGateway(t, "", nil)
+	m := regexp.MustCompile(`msg="ssh listening".* addr=(\S+)`).FindStringSubmatch(f.logs.String())
+	if m == nil || m[1] != f.addr {
+		t.Fatalf("log has no \"ssh listening\" line with addr=%s:\n%s", f.addr, f.logs.String())
+	}
+	if got := f.g.Info(); got.SSHAddr != f.addr || got.HostKeyFingerprint != keys.Fingerprint(f.host.PublicKey()) {
+		t.Fatalf("Info() = %+v", got)
+	}
+}
+
+func TestUnknownKeyRefusedAndAudited(t *testing.T) {
+	f := startGateway(t, "", nil)
+	key := newSigner(t)
+	for range 2 { // the second identical failure is rate-limited in the audit log
+		if c, _, _, err := sshDial(f.addr, key, f.host.PublicKey()); err == nil {
+			c.Close()
+			t.Fatal("unknown key admitted")
+		}
+	}
+	fp := keys.Fingerprint(key.PublicKey())
+	var n int
+	for _, e := range f.auditLines(t) {
+		if e.Event == "auth_failure" {
+			n++
+			if e.Fingerprint != fp || !strings.HasPrefix(e.RemoteAddr, "127.0.0.1:") {
+				t.Errorf("auth_failure event = %+v", e)
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d auth_failure events, want 1 (rate-limited)", n)
+	}
+}
+
+func TestOnlyTunnelIsServed(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	e := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+
+	for _, typ := range []string{"session", "direct-tcpip", "forwarded-tcpip", "x11", "auth-agent@openssh.com", protocol.ChannelType} {
+		_, _, err := e.conn.OpenChannel(typ, nil)
+		var oce *ssh.OpenChannelError
+		if !errors.As(err, &oce) || oce.Reason != ssh.Prohibited {
+			t.Errorf("channel %s: err = %v, want Prohibited", typ, err)
+		}
+	}
+	for _, req := range []string{"tcpip-forward", "cancel-tcpip-forward", "keepalive@openssh.com"} {
+		ok, _, err := e.conn.SendRequest(req, true, ssh.Marshal(struct {
+			Addr string
+			Port uint32
+		}{"127.0.0.1", 0}))
+		if err != nil || ok {
+			t.Errorf("global request %s: ok=%v err=%v, want refused", req, ok, err)
+		}
+	}
+	// A full SSH client cannot get a session, hence no exec, shell, pty or subsystem.
+	c, chans, reqs, err := sshDial(f.addr, key, f.host.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := ssh.NewClient(c, chans, reqs)
+	defer client.Close()
+	if s, err := client.NewSession(); err == nil {
+		s.Close()
+		t.Fatal("session opened")
+	}
+	if _, err := client.Dial("tcp", f.addr); err == nil {
+		t.Fatal("direct-tcpip allowed")
+	}
+}
+
+func TestHostKeyAndBanner(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	other := newSigner(t)
+	if _, _, _, err := sshDial(f.addr, key, other.PublicKey()); err == nil {
+		t.Fatal("client accepted a host key it did not pin")
+	}
+	c, _, _, err := sshDial(f.addr, key, f.host.PublicKey())
+	if err != nil {
+		t.Fatalf("pinned host key: %v", err)
+	}
+	defer c.Close()
+	if got := string(c.ServerVersion()); got != "SSH-2.0-mcp-ssh-gateway_test" {
+		t.Fatalf("server version %q", got)
+	}
+}
+
+func TestBadHelloRefused(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	big, _ := json.Marshal(protocol.Hello{Protocol: 1, Name: strings.Repeat("x", maxHelloBytes)})
+	tests := []struct {
+		name  string
+		extra []byte
+	}{
+		{"not json", []byte("hello")},
+		{"protocol too old", []byte(`{"protocol":0,"name":"pi"}`)},
+		{"bad label", []byte(`{"protocol":1,"name":"pi","labels":{"bad key!":"x"}}`)},
+		{"oversized", big},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, reqs, err := sshDial(f.addr, key, f.host.PublicKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			go ssh.DiscardRequests(reqs)
+			_, _, err = c.OpenChannel(protocol.ChannelType, tc.extra)
+			var oce *ssh.OpenChannelError
+			if !errors.As(err, &oce) || oce.Reason != ssh.Prohibited {
+				t.Fatalf("err = %v, want Prohibited", err)
+			}
+			waitDone(t, c, 5*time.Second)
+		})
+	}
+	if n := len(f.g.Edges(true)); n != 0 {
+		t.Fatalf("%d edges connected", n)
+	}
+}
+
+// waitDone fails unless the connection ends within d.
+func waitDone(t *testing.T, c ssh.Conn, d time.Duration) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		c.Close()
+		t.Fatalf("connection still open after %v", d)
+	}
+}
+
+func TestEdgeOpeningStreamIsDropped(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	e := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	waitFor(t, 5*time.Second, "edge registered", func() bool { return len(f.g.Edges(true)) == 1 })
+	if s, err := e.sess.OpenStream(); err == nil {
+		s.Write([]byte("x"))
+		s.Close()
+	}
+	waitDone(t, e.conn, 5*time.Second)
+}
+
+func TestReconnectEvictsStaleSession(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	first := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	waitFor(t, 5*time.Second, "first edge", func() bool { return len(f.g.Edges(true)) == 1 })
+	second := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	waitDone(t, first.conn, 5*time.Second)
+	waitFor(t, 5*time.Second, "second edge", func() bool {
+		es := f.g.Edges(true)
+		return len(es) == 1 && es[0].Name == "pi" && es[0].RemoteAddr == second.conn.LocalAddr().String()
+	})
+}
+
+func TestKeepaliveDropsHungPeer(t *testing.T) {
+	key, live := newSigner(t), newSigner(t)
+	f := startGateway(t, authLine(key, "")+authLine(live, ""), func(c *Config) { c.KeepaliveInterval = 200 * time.Millisecond })
+	hung := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "hung"}, noKeepalive: true})
+	ok := dialEdge(t, f, live, edgeOpts{hello: protocol.Hello{Name: "ok"}})
+	start := time.Now()
+	waitDone(t, hung.conn, 5*time.Second)
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Fatalf("dropped after %v, before three keepalives could be missed", d)
+	}
+	select {
+	case <-ok.closed():
+		t.Fatal("answering edge dropped too")
+	case <-time.After(500 * time.Millisecond):
+	}
+	es := f.g.Edges(true)
+	if len(es) != 1 || es[0].Name != "ok" || time.Since(es[0].LastSeen) > 2*time.Second {
+		t.Fatalf("Edges(true) = %+v", es)
+	}
+}
+
+func TestHandshakeAdmissionLimit(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), func(c *Config) {
+		c.MaxHandshakes = 1
+		c.HandshakeTimeout = 4 * time.Second
+	})
+	// A silent client holds the only handshake slot: it gets the banner, then nothing.
+	slow, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := slow.Read(make([]byte, 64)); err != nil {
+		t.Fatalf("first connection got no banner: %v", err)
+	}
+	// The next one waits briefly, then is closed without a banner.
+	next, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	start := time.Now()
+	next.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := next.Read(make([]byte, 64)); err == nil || n != 0 {
+		t.Fatalf("second connection read %d bytes, err %v; want closed", n, err)
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Fatalf("second connection held %v", d)
+	}
+	// Once the slow one is gone, edges get in again.
+	slow.Close()
+	dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+}
+
+func TestCloseStopsServe(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	e := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	waitFor(t, 5*time.Second, "edge", func() bool { return len(f.g.Edges(true)) == 1 })
+	if err := f.g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, e.conn, 5*time.Second)
+	if _, err := net.DialTimeout("tcp", f.addr, time.Second); err == nil {
+		t.Fatal("still listening after Close")
+	}
+
+	// Without Serve, Close releases the listener.
+	g, err := New(Config{HostKey: newSigner(t), Bind: "127.0.0.1:0", AuthorizedKeysFile: t.TempDir() + "/ak"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,209 @@
+// Command mcp-ssh-gateway is the control side of mcp-ssh-gateway: an SSH server that edge
+// devices dial into, and an MCP server (stdio or streamable HTTP) whose tools reach those edges
+// through typed RPCs. Settings come from the environment (SPEC §2); see --help.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/tools"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// shutdownGrace bounds how long in-flight calls may run after SIGTERM.
+const shutdownGrace = 20 * time.Second
+
+const usage = `mcp-ssh-gateway: an SSH gateway for edge devices, exposed as an MCP server.
+
+Usage:
+  mcp-ssh-gateway              run the gateway (settings from the environment)
+  mcp-ssh-gateway --version    print the version
+  mcp-ssh-gateway --help       print this help
+
+Edges dial in over SSH (SSH_BIND:SSH_PORT, default 0.0.0.0:2222) and are admitted when their
+key is in AUTHORIZED_KEYS_FILE. MCP clients talk to the gateway over stdio (MCP_TRANSPORT=stdio,
+the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_HTTP_TOKEN).
+
+Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
+AUTHORIZED_KEYS_FILE PROVISION_TOKEN STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT MCP_HTTP_ADDR
+MCP_HTTP_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES
+MAX_UPLOAD_BYTES LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "--version", "-version", "version":
+			fmt.Fprintln(stdout, "mcp-ssh-gateway", version)
+			return 0
+		case "--help", "-help", "-h", "help":
+			fmt.Fprint(stdout, usage)
+			return 0
+		default:
+			fmt.Fprintf(stderr, "mcp-ssh-gateway: unknown argument %q (see --help)\n", args[0])
+			return 2
+		}
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(stderr, "mcp-ssh-gateway: %v\n", err)
+		return 2
+	}
+	log := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, log, stdin, stdout); err != nil {
+		log.Error("gateway stopped", "err", err)
+		fmt.Fprintf(stderr, "mcp-ssh-gateway: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(level, format string, w io.Writer) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(strings.ToUpper(level)))
+	opts := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs the gateway until the MCP transport ends (stdin closed) or a signal arrives.
+// Nothing is served until every setting, key and file has been checked: a bad start stops
+// before any listener opens.
+func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, stdout io.Writer) error {
+	release, err := gateway.LockState(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := os.MkdirAll(cfg.KeysDir, 0o700); err != nil {
+		return fmt.Errorf("KEYS_DIR: %w", err)
+	}
+	hostKey, generated, err := keys.LoadOrGenerate(cfg.HostKeyFile, "mcp-ssh-gateway host key")
+	if err != nil {
+		return fmt.Errorf("HOST_KEY_FILE: %w", err)
+	}
+	fp := keys.Fingerprint(hostKey.PublicKey())
+	if generated {
+		log.Info("generated a new host key", "file", cfg.HostKeyFile, "fingerprint", fp)
+	}
+	auditLog, err := audit.Open(cfg.AuditLog, log)
+	if err != nil {
+		return fmt.Errorf("AUDIT_LOG: %w", err)
+	}
+	defer auditLog.Close()
+
+	gw, err := gateway.New(gateway.Config{
+		HostKey:             hostKey,
+		Bind:                cfg.sshAddr(),
+		PublicAddr:          cfg.PublicAddr,
+		KeepaliveInterval:   cfg.KeepaliveInterval,
+		AuthorizedKeysFile:  cfg.AuthorizedKeys,
+		Version:             version,
+		Mode:                cfg.Mode,
+		ProvisioningEnabled: cfg.ProvisionToken != "",
+		Audit:               auditLog,
+		Log:                 log,
+	})
+	if err != nil {
+		return fmt.Errorf("AUTHORIZED_KEYS_FILE: %w", err)
+	}
+	addr, err := gw.Listen()
+	if err != nil {
+		return fmt.Errorf("SSH_BIND/SSH_PORT: %w", err)
+	}
+	gw.SetPublicAddr(cfg.publicAddr(addr))
+	log.Info("gateway started", "version", version, "ssh_addr", addr.String(), "public_addr", gw.Info().PublicAddr,
+		"host_key_fingerprint", fp, "transport", cfg.Transport)
+
+	sshCtx, stopSSH := context.WithCancel(context.Background())
+	sshDone := make(chan error, 1)
+	go func() { sshDone <- gw.Serve(sshCtx) }()
+	defer func() {
+		stopSSH()
+		<-sshDone
+	}()
+
+	actor := "stdio"
+	if cfg.Transport == "http" {
+		actor = "http"
+	}
+	mcpSrv := tools.NewServer(gw, tools.Config{
+		Version:        version,
+		ExecTimeout:    cfg.ExecTimeout,
+		ExecTimeoutMax: cfg.ExecTimeoutMax,
+		MaxOutputBytes: cfg.MaxOutputBytes,
+		MaxUploadBytes: cfg.MaxUploadBytes,
+		ProvisionToken: cfg.ProvisionToken,
+		Actor:          actor,
+		Audit:          auditLog,
+		Log:            log,
+	})
+
+	// Calls keep running on their own context for shutdownGrace after a signal; stdin closing
+	// ends the stdio session at once (the client is gone, nobody reads the results).
+	callCtx, cancelCalls := context.WithCancel(context.Background())
+	defer cancelCalls()
+	go func() {
+		<-ctx.Done()
+		t := time.NewTimer(shutdownGrace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-drained(gw):
+		}
+		cancelCalls()
+	}()
+
+	switch cfg.Transport {
+	case "http":
+		err = serveHTTP(ctx, callCtx, cfg, mcpSrv, log)
+	default:
+		err = tools.ServeStdio(callCtx, mcpSrv, stdin, stdout)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("gateway stopping: closing tunnels")
+	return nil
+}
+
+// drained is closed once no RPC is in flight on any edge (polled: shutdown only).
+func drained(gw *gateway.Gateway) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		for range int(shutdownGrace / (100 * time.Millisecond)) {
+			busy := 0
+			for _, e := range gw.Edges(true) {
+				busy += e.InFlight
+			}
+			if busy == 0 {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	return ch
+}

@@ -1,0 +1,63 @@
+package tools
+
+import (
+	"context"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// DeviceInfoInput is get_device_info's arguments.
+type DeviceInfoInput struct {
+	Edge    string `json:"edge" jsonschema:"the edge to describe: its name from get_status (or its SHA256 key fingerprint)"`
+	Refresh bool   `json:"refresh,omitempty" jsonschema:"true to collect static facts (OS, CPU model, tools) anew instead of using the edge's cached copy; usage figures are always current"`
+}
+
+func deviceInfoTool() mcp.Tool {
+	return mcp.NewTool("get_device_info",
+		mcp.WithDescription("Describe one edge device: OS and distribution, kernel, architecture, CPU, memory, disks, network interfaces, load, "+
+			"and capabilities (common tools with their paths, package manager, init system, container runtimes). "+
+			"Use it before run_command to choose the right commands for the device; for the list of edges use get_status."),
+		mcp.WithTitleAnnotation("Edge device information"),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(true),
+		mcp.WithInputSchema[DeviceInfoInput](),
+		mcp.WithOutputSchema[protocol.DeviceInfo](),
+	)
+}
+
+func (h *handlers) getDeviceInfo(ctx context.Context, _ mcp.CallToolRequest, in DeviceInfoInput) *mcp.CallToolResult {
+	const tool = "get_device_info"
+	if err := checkEdgeArg(in.Edge); err != nil {
+		return errResult(err.Error())
+	}
+	t := h.resolve(in.Edge)
+	id := h.intent(tool, t, audit.Event{})
+	start := time.Now()
+	info, err := h.fleet.DeviceInfo(ctx, in.Edge, in.Refresh)
+	ev := audit.Event{DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
+	if err != nil {
+		h.outcome(id, tool, t, outcomeOf(err), err, ev)
+		return errResult(edgeMessage(t.name, err))
+	}
+	h.outcome(id, tool, t, "ok", nil, ev)
+	info.Edge = t.name
+	normalizeDeviceInfo(&info)
+	return okResult(info)
+}
+
+// normalizeDeviceInfo makes every array and map non-nil, as the output contract requires.
+func normalizeDeviceInfo(d *protocol.DeviceInfo) {
+	d.Disks = nonNil(d.Disks)
+	d.Network = nonNil(d.Network)
+	for i := range d.Network {
+		d.Network[i].Addrs = nonNil(d.Network[i].Addrs)
+	}
+	d.Capabilities.Tools = nonNilMap(d.Capabilities.Tools)
+	d.Capabilities.ContainerRuntimes = nonNil(d.Capabilities.ContainerRuntimes)
+}

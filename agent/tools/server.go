@@ -1,0 +1,196 @@
+// Package tools is the MCP face of the gateway: it declares the MCP tools (names, schemas,
+// annotations, descriptions written for a model) and maps each call onto the gateway's typed
+// RPC calls, turning every failure a model can act on into a one-line isError result.
+package tools
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// Fleet is what the tools need from the SSH side; *gateway.Gateway implements it. Declared
+// here so the MCP layer can be tested without any SSH.
+type Fleet interface {
+	Info() gateway.Info
+	Edges(connectedOnly bool) []gateway.EdgeStatus // sorted by name, maps non-nil
+	Exec(ctx context.Context, edge string, p protocol.ExecParams, stdin io.Reader, out func(t protocol.FrameType, b []byte)) (protocol.ExecResult, error)
+	Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error)
+	DeviceInfo(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error)
+	RegisterKey(line, name string, labels map[string]string) (gateway.KeyAdded, error)
+}
+
+// Config holds the settings the tools enforce. Zero values get the SPEC defaults.
+type Config struct {
+	Version        string
+	ExecTimeout    time.Duration // default run_command timeout (EXEC_TIMEOUT)
+	ExecTimeoutMax time.Duration // largest timeout a call may ask (EXEC_TIMEOUT_MAX)
+	MaxOutputBytes int64         // per-stream cap on captured output (MAX_OUTPUT_BYTES)
+	MaxUploadBytes int64         // largest upload_file content (MAX_UPLOAD_BYTES)
+	ProvisionToken string        // guards register_edge_key; empty disables it
+	Actor          string        // who calls, for the audit log: "stdio" or "http:<name>"
+	Audit          *audit.Logger // nil: no audit log
+	Log            *slog.Logger  // nil: slog.Default()
+}
+
+func (c *Config) fill() {
+	if c.ExecTimeout <= 0 {
+		c.ExecTimeout = 30 * time.Second
+	}
+	if c.ExecTimeoutMax <= 0 {
+		c.ExecTimeoutMax = time.Hour
+	}
+	if c.ExecTimeout > c.ExecTimeoutMax {
+		c.ExecTimeout = c.ExecTimeoutMax
+	}
+	if c.MaxOutputBytes <= 0 {
+		c.MaxOutputBytes = 1 << 20
+	}
+	if c.MaxUploadBytes <= 0 {
+		c.MaxUploadBytes = 64 << 20
+	}
+	if c.Actor == "" {
+		c.Actor = "stdio"
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+}
+
+// instructions is sent to the client at initialize: the workflow in a few lines.
+const instructions = `mcp-ssh-gateway runs commands and writes files on a fleet of edge devices that keep an SSH tunnel to this gateway.
+Workflow:
+1. Call get_status to see the edges (name, labels, connected) and pick one by its name; an edge can also be addressed by its key fingerprint (SHA256:...).
+2. Call get_device_info on it when you need its OS, architecture, disks, package manager or available tools.
+3. Run programs with run_command. Prefer argv (no shell, no quoting problems) over command (a /bin/sh -c string); use command only for pipes or redirection.
+4. For long work raise run_command's timeout_seconds (the default is short); output streams as progress notifications. Background jobs come in a later version.
+5. Write files with upload_file (absolute path; base64 for binary content).
+A failed call returns isError with one line saying what to do next.`
+
+// NewServer builds the MCP server with the six tools of SPEC §4.2 bound to f.
+func NewServer(f Fleet, cfg Config) *server.MCPServer {
+	cfg.fill()
+	h := &handlers{fleet: f, cfg: cfg}
+	s := server.NewMCPServer("mcp-ssh-gateway", cfg.Version,
+		server.WithToolCapabilities(false),
+		server.WithInstructions(instructions),
+		server.WithRecovery(),
+		server.WithInputSchemaValidation(),
+		server.WithOutputSchemaValidation(),
+	)
+	s.AddTool(statusTool(), typed(h.getStatus))
+	s.AddTool(pubkeyTool(), typed(h.getAgentPubkey))
+	s.AddTool(registerKeyTool(), typed(h.registerEdgeKey))
+	s.AddTool(runCommandTool(), typed(h.runCommand))
+	s.AddTool(uploadTool(), typed(h.uploadFile))
+	s.AddTool(deviceInfoTool(), typed(h.getDeviceInfo))
+	return s
+}
+
+// Stdio serving bounds: tool calls served at once, and calls queued beyond them.
+const (
+	stdioWorkers = 64
+	stdioQueue   = 256
+)
+
+// ServeStdio serves s over in/out (newline-delimited JSON-RPC) until in reaches EOF or ctx is
+// done; both are a normal end and return nil. Up to 64 tool calls run at once.
+func ServeStdio(ctx context.Context, s *server.MCPServer, in io.Reader, out io.Writer) error {
+	ss := server.NewStdioServer(s)
+	ss.SetErrorLogger(slog.NewLogLogger(slog.Default().Handler(), slog.LevelWarn))
+	server.WithWorkerPoolSize(stdioWorkers)(ss)
+	server.WithQueueSize(stdioQueue)(ss)
+	err := ss.Listen(ctx, in, out)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("mcp stdio: %w", err)
+	}
+	return nil
+}
+
+// handlers carries what every tool handler needs.
+type handlers struct {
+	fleet Fleet
+	cfg   Config
+}
+
+// typed adapts a handler taking decoded arguments to mcp-go's handler type. Arguments that do
+// not decode are an isError result, never a JSON-RPC error.
+func typed[In any](fn func(ctx context.Context, req mcp.CallToolRequest, in In) *mcp.CallToolResult) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+		var in In
+		if err := req.BindArguments(&in); err != nil {
+			return errResult(fmt.Sprintf("invalid arguments: %v; check the tool's input schema", err)), nil
+		}
+		return fn(ctx, req, in), nil
+	}
+}
+
+// okResult is a success: structured content plus its JSON text copy.
+func okResult(v any) *mcp.CallToolResult { return mcp.NewToolResultStructuredOnly(v) }
+
+// errResult is a failure with only a one-line message (no structured content).
+func errResult(msg string) *mcp.CallToolResult { return mcp.NewToolResultError(msg) }
+
+// errResultWith is a failure that still carries a full structured result (e.g. a timed-out
+// command's captured output): the message first, then the JSON text copy.
+func errResultWith(msg string, v any) *mcp.CallToolResult {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return errResult(msg)
+	}
+	return &mcp.CallToolResult{
+		Content: []mcp.Content{
+			mcp.NewTextContent(msg),
+			mcp.NewTextContent(string(b)),
+		},
+		StructuredContent: v,
+		IsError:           true,
+	}
+}
+
+// newRequestID ties an audit intent line to its outcome line.
+func newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// rfc3339 formats t in UTC, or "" for the zero time.
+func rfc3339(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// nonNilMap returns m, or an empty map when m is nil.
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// nonNil returns s, or an empty slice when s is nil.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

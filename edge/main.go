@@ -1,0 +1,144 @@
+// Command mcp-ssh-edge runs on an edge device: it dials out to an mcp-ssh-gateway over SSH,
+// keeps the tunnel up and serves the gateway's typed RPCs under the device's own policy.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/edge/rpc"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/edge/tunnel"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit: 0 ok, 1 runtime failure, 2 bad settings or usage.
+func run(args []string, stdout, stderr io.Writer) int {
+	s, rest, showVersion, err := loadSettings(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "mcp-ssh-edge: %v\n", err)
+		return 2
+	}
+	if showVersion {
+		fmt.Fprintf(stdout, "mcp-ssh-edge %s\n", version)
+		return 0
+	}
+	cmd := "run"
+	if len(rest) > 0 {
+		cmd = rest[0]
+	}
+	if len(rest) > 1 {
+		fmt.Fprintf(stderr, "mcp-ssh-edge: unexpected arguments after %s: %v\n", cmd, rest[1:])
+		return 2
+	}
+	switch cmd {
+	case "run":
+		if err := s.checkRun(); err != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: %v\n", err)
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if err := serve(ctx, s, stderr); err != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: %v\n", err)
+			return 1
+		}
+		return 0
+	case "pubkey":
+		signer, generated, err := keys.LoadOrGenerate(s.KeyFile, "mcp-ssh-edge@"+s.Name)
+		if err != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: EDGE_KEY_FILE: %v\n", err)
+			return 1
+		}
+		if generated {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: generated a new key in %s\n", s.KeyFile)
+		}
+		fmt.Fprintln(stdout, keys.AuthorizedLine(signer.PublicKey()))
+		return 0
+	case "pause":
+		if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: EDGE_STATE_DIR: %v\n", err)
+			return 1
+		}
+		if err := os.WriteFile(rpc.PauseFile(s.StateDir), []byte("paused by the device owner\n"), 0o600); err != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: pause: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "RPCs paused: every call is refused until `mcp-ssh-edge resume`\n")
+		return 0
+	case "resume":
+		if err := os.Remove(rpc.PauseFile(s.StateDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: resume: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "RPCs resumed\n")
+		return 0
+	}
+	fmt.Fprintf(stderr, "mcp-ssh-edge: unknown command %q (run, pubkey, pause, resume; see --help)\n", cmd)
+	return 2
+}
+
+// serve is the default command: key, state dir, tunnel and RPC server until ctx ends.
+func serve(ctx context.Context, s *settings, stderr io.Writer) error {
+	log := s.newLogger(stderr)
+	signer, generated, err := keys.LoadOrGenerate(s.KeyFile, "mcp-ssh-edge@"+s.Name)
+	if err != nil {
+		return fmt.Errorf("EDGE_KEY_FILE: %w", err)
+	}
+	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
+		return fmt.Errorf("EDGE_STATE_DIR: %w", err)
+	}
+	log.Info("mcp-ssh-edge starting", "version", version, "name", s.Name,
+		"fingerprint", keys.Fingerprint(signer.PublicKey()), "key_file", s.KeyFile, "generated", generated,
+		"gateways", s.Gateway, "state_dir", s.StateDir, "allow_shell", s.AllowShell,
+		"allow_commands", s.AllowCommands, "upload_dirs", s.UploadDirs)
+	if _, err := os.Stat(rpc.PauseFile(s.StateDir)); err == nil {
+		log.Warn("RPCs are paused by the device owner; run `mcp-ssh-edge resume` to serve them")
+	}
+	srv := rpc.NewServer(rpc.Config{
+		AllowShell:    s.AllowShell,
+		AllowCommands: s.AllowCommands,
+		UploadDirs:    s.UploadDirs,
+		DownloadDirs:  s.DownloadDirs,
+		MaxConcurrent: s.MaxConcurrent,
+		StateDir:      s.StateDir,
+		KeyFile:       s.KeyFile,
+		Version:       version,
+		Name:          s.Name,
+	}, log)
+	err = tunnel.Run(ctx, tunnel.Config{
+		Gateways: s.Gateway,
+		Pins:     s.pins,
+		Signer:   signer,
+		Hello: protocol.Hello{
+			Protocol:      protocol.Version,
+			Name:          s.Name,
+			Labels:        s.labels,
+			Version:       version,
+			OS:            runtime.GOOS,
+			Arch:          runtime.GOARCH,
+			MaxConcurrent: s.MaxConcurrent,
+		},
+		KeepaliveInterval: s.KeepaliveInterval,
+		BackoffMax:        s.BackoffMax,
+	}, srv.ServeStream, log)
+	log.Info("mcp-ssh-edge stopped")
+	return err
+}

@@ -1,0 +1,216 @@
+// Package rpc serves the typed RPCs an edge offers the gateway (exec, upload, device info),
+// one yamux stream per call, under the edge's own policy and limits.
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// Config is the edge's policy and limits. The gateway cannot widen any of it.
+type Config struct {
+	AllowShell    bool     // whether `command` (a /bin/sh -c string) may run
+	AllowCommands []string // absolute, symlink-resolved executables argv[0] may be; empty = any
+	UploadDirs    []string // absolute directories uploads may write under; empty = any
+	DownloadDirs  []string // absolute directories downloads may read under; empty = any
+	MaxConcurrent int      // RPCs served at once; beyond it callers get CodeBusy
+	StateDir      string   // holds `paused` and rpc.log; never writable through RPCs
+	KeyFile       string   // the edge's private key; never readable or writable through RPCs
+	Version       string   // mcp-ssh-edge version, reported in device info
+	Name          string   // the edge's name, reported in device info
+}
+
+// Bounds the server applies to every stream.
+const (
+	requestTimeout = 30 * time.Second // time a gateway has to send the request frame
+	rpcLogMax      = 10 << 20         // rpc.log is rotated to rpc.log.1 beyond this size
+	pauseFile      = "paused"
+	rpcLogFile     = "rpc.log"
+)
+
+// Server dispatches RPC streams. It is safe for concurrent use: one ServeStream per stream.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	sem   chan struct{}
+	logMu sync.Mutex
+	info  infoCache
+}
+
+// NewServer returns a server enforcing cfg. A MaxConcurrent below 1 means 32.
+func NewServer(cfg Config, log *slog.Logger) *Server {
+	if cfg.MaxConcurrent < 1 {
+		cfg.MaxConcurrent = 32
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, sem: make(chan struct{}, cfg.MaxConcurrent)}
+}
+
+// PauseFile is the path whose presence makes the edge refuse every RPC (`mcp-ssh-edge pause`).
+func PauseFile(stateDir string) string { return filepath.Join(stateDir, pauseFile) }
+
+// call is the state of one RPC: its stream, frame reader, serialized writer and log record.
+type call struct {
+	req    *protocol.Request
+	fr     *protocol.Reader
+	w      *frameWriter
+	stream io.ReadWriteCloser
+	entry  logEntry
+}
+
+// frameWriter serializes frame writes to one stream (stdout and stderr copiers share it).
+type frameWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// frame writes one frame under the lock.
+func (fw *frameWriter) frame(t protocol.FrameType, p []byte) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return protocol.WriteFrame(fw.w, t, p)
+}
+
+// json writes one JSON frame under the lock.
+func (fw *frameWriter) json(t protocol.FrameType, v any) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	return protocol.WriteJSON(fw.w, t, v)
+}
+
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+// ServeStream handles one RPC stream: it reads the request, answers with exactly one result
+// frame (after any output frames) and closes the stream. It returns when the call is over.
+func (s *Server) ServeStream(ctx context.Context, stream io.ReadWriteCloser) {
+	defer stream.Close()
+	start := time.Now()
+	c := &call{fr: protocol.NewReader(stream), w: &frameWriter{w: stream}, stream: stream}
+	c.entry.Time = start.UTC().Format(time.RFC3339Nano)
+
+	rd, canDeadline := stream.(readDeadliner)
+	if canDeadline {
+		_ = rd.SetReadDeadline(start.Add(requestTimeout))
+	}
+	typ, p, err := c.fr.Next()
+	if canDeadline {
+		_ = rd.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		s.log.Debug("rpc stream ended before a request", "err", err)
+		return
+	}
+	var result any
+	if typ != protocol.FrameRequest {
+		err = protocol.Errorf(protocol.CodeBadRequest, "first frame is %s, want request", typ)
+	} else if c.req, err = protocol.DecodeRequest(p); err == nil {
+		c.entry.ID, c.entry.Method = c.req.ID, c.req.Method
+		result, err = s.dispatch(ctx, c)
+	}
+	s.finish(c, start, result, err)
+}
+
+// dispatch applies the pause switch and the concurrency limit, then runs the method.
+func (s *Server) dispatch(ctx context.Context, c *call) (any, error) {
+	if _, err := os.Stat(PauseFile(s.cfg.StateDir)); err == nil {
+		return nil, protocol.Errorf(protocol.CodePaused,
+			"the device owner paused RPCs; they must run `mcp-ssh-edge resume`")
+	}
+	select {
+	case s.sem <- struct{}{}:
+		defer func() { <-s.sem }()
+	default:
+		return nil, protocol.Errorf(protocol.CodeBusy,
+			"edge is already serving %d RPCs (EDGE_MAX_CONCURRENT); retry later", s.cfg.MaxConcurrent)
+	}
+	switch c.req.Method {
+	case protocol.MethodExec:
+		return s.exec(ctx, c)
+	case protocol.MethodUpload:
+		return s.upload(ctx, c)
+	case protocol.MethodDeviceInfo:
+		return s.deviceInfo(ctx, c)
+	}
+	return nil, protocol.Errorf(protocol.CodeUnknownMethod,
+		"method %q is not served by this edge (version %s)", c.req.Method, s.cfg.Version)
+}
+
+// finish writes the result frame and the rpc.log line.
+func (s *Server) finish(c *call, start time.Time, result any, err error) {
+	resp := &protocol.Response{V: protocol.Version}
+	if err == nil {
+		resp, err = protocol.NewResult(result)
+	}
+	if err != nil {
+		var pe *protocol.Error
+		if !errors.As(err, &pe) {
+			pe = protocol.Errorf(protocol.CodeInternal, "%v", err)
+		}
+		resp = &protocol.Response{V: protocol.Version, Error: pe}
+		c.entry.Outcome = pe.Code
+		c.entry.Error = pe.Message
+	} else if c.entry.Outcome == "" {
+		c.entry.Outcome = "ok"
+	}
+	if werr := c.w.json(protocol.FrameResult, resp); werr != nil {
+		s.log.Debug("rpc result not delivered", "id", c.entry.ID, "err", werr)
+	}
+	c.entry.DurationMs = time.Since(start).Milliseconds()
+	s.appendLog(&c.entry)
+	s.log.Debug("rpc served", "id", c.entry.ID, "method", c.entry.Method, "outcome", c.entry.Outcome,
+		"duration_ms", c.entry.DurationMs)
+}
+
+// logEntry is one line of rpc.log: what was asked and how it ended, never stdin or content.
+type logEntry struct {
+	Time       string   `json:"time"`
+	ID         string   `json:"id"`
+	Method     string   `json:"method"`
+	Argv       []string `json:"argv,omitempty"`
+	Command    string   `json:"command,omitempty"`
+	Path       string   `json:"path,omitempty"`
+	Outcome    string   `json:"outcome"`
+	Error      string   `json:"error,omitempty"`
+	ExitCode   *int     `json:"exit_code,omitempty"`
+	DurationMs int64    `json:"duration_ms"`
+}
+
+// appendLog appends e to $StateDir/rpc.log, rotating it to rpc.log.1 beyond rpcLogMax.
+func (s *Server) appendLog(e *logEntry) {
+	if s.cfg.StateDir == "" {
+		return
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	b = append(b, '\n')
+	path := filepath.Join(s.cfg.StateDir, rpcLogFile)
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if st, err := os.Stat(path); err == nil && st.Size()+int64(len(b)) > rpcLogMax {
+		if err := os.Rename(path, path+".1"); err != nil {
+			s.log.Warn("cannot rotate rpc log", "path", path, "err", err)
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		s.log.Warn("cannot write rpc log", "path", path, "err", err)
+		return
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		s.log.Warn("cannot write rpc log", "path", path, "err", err)
+	}
+}

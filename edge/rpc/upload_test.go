@@ -1,0 +1,161 @@
+package rpc
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+// upload sends one complete upload and returns the outcome.
+func (h *harness) upload(p protocol.UploadParams, body []byte) (protocol.UploadResult, outcome) {
+	h.t.Helper()
+	c := h.open(protocol.MethodUpload, p)
+	(protocol.DataWriter{W: c.st, T: protocol.FrameData}).Write(body)
+	c.send(protocol.FrameData, nil)
+	var res protocol.UploadResult
+	o := c.wait(&res)
+	return res, o
+}
+
+// noTemps fails if dir holds a leftover temporary upload file.
+func noTemps(t *testing.T, dir string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), ".upload-") {
+			t.Fatalf("temporary file left: %s", e.Name())
+		}
+	}
+}
+
+func TestUploadExact(t *testing.T) {
+	h := newHarness(t, Config{})
+	dir := t.TempDir()
+	body := make([]byte, 700<<10+13)
+	rand.Read(body)
+	path := filepath.Join(dir, "f.bin")
+	res, o := h.upload(protocol.UploadParams{Path: path, Size: int64(len(body)), SHA256: sum(body), Mode: 0o640}, body)
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	got, _ := os.ReadFile(path)
+	st, _ := os.Stat(path)
+	if !bytes.Equal(got, body) || st.Mode().Perm() != 0o640 || res.Mode != "0640" || res.SHA256 != sum(body) || res.Size != int64(len(body)) || res.Path != path {
+		t.Fatalf("result %+v, mode %v, equal %v", res, st.Mode(), bytes.Equal(got, body))
+	}
+	noTemps(t, dir)
+
+	// overwrite=false refuses and leaves the file alone; overwrite=true replaces it.
+	other := []byte("new content")
+	_, o = h.upload(protocol.UploadParams{Path: path, Size: int64(len(other)), SHA256: sum(other), Mode: 0o644}, other)
+	if o.code() != protocol.CodeExists {
+		t.Fatalf("overwrite=false: %v", o.err)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, body) {
+		t.Fatal("file changed by a refused upload")
+	}
+	_, o = h.upload(protocol.UploadParams{Path: path, Size: int64(len(other)), SHA256: sum(other), Mode: 0o600, Overwrite: true}, other)
+	if got, _ := os.ReadFile(path); o.err != nil || !bytes.Equal(got, other) {
+		t.Fatalf("overwrite=true: %v", o.err)
+	}
+	noTemps(t, dir)
+}
+
+func TestUploadBrokenStream(t *testing.T) {
+	h := newHarness(t, Config{})
+	dir := t.TempDir()
+	body := bytes.Repeat([]byte("z"), 100000)
+	tests := []struct {
+		name string
+		end  func(c *rpcCall)
+		code string
+	}{
+		{"eof mid-way", func(c *rpcCall) { c.st.Close() }, protocol.CodeIO},
+		{"cancel", func(c *rpcCall) { c.send(protocol.FrameCancel, nil) }, protocol.CodeCancelled},
+		{"short body", func(c *rpcCall) { c.send(protocol.FrameData, nil) }, protocol.CodeBadRequest},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "broken")
+			c := h.open(protocol.MethodUpload, protocol.UploadParams{Path: path, Size: int64(len(body)), SHA256: sum(body), Mode: 0o644})
+			c.send(protocol.FrameData, body[:40000])
+			tc.end(c)
+			if o := c.wait(nil); o.code() != tc.code {
+				t.Fatalf("got %v, want %s", o.err, tc.code)
+			}
+			if _, err := os.Lstat(path); !os.IsNotExist(err) {
+				t.Fatalf("file at path after a broken upload: %v", err)
+			}
+			noTemps(t, dir)
+		})
+	}
+	bad := []byte("abc")
+	_, o := h.upload(protocol.UploadParams{Path: filepath.Join(dir, "badsum"), Size: 3, SHA256: sum([]byte("abd")), Mode: 0o644}, bad)
+	if o.code() != protocol.CodeBadRequest {
+		t.Fatalf("sha mismatch: %v", o.err)
+	}
+	noTemps(t, dir)
+}
+
+func TestUploadPolicy(t *testing.T) {
+	up := t.TempDir()
+	outside := t.TempDir()
+	state := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(up, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	os.Mkdir(filepath.Join(up, "adir"), 0o755)
+	free := t.TempDir()
+	body := []byte("x")
+	tests := []struct {
+		name string
+		cfg  Config
+		p    protocol.UploadParams
+		code string
+	}{
+		{"inside", Config{UploadDirs: []string{up}}, protocol.UploadParams{Path: up + "/ok"}, ""},
+		{"symlink escape", Config{UploadDirs: []string{up}}, protocol.UploadParams{Path: up + "/escape/x"}, protocol.CodePolicy},
+		{"dotdot", Config{UploadDirs: []string{up}}, protocol.UploadParams{Path: up + "/adir/../../x"}, protocol.CodePolicy},
+		{"dotdot without dirs", Config{}, protocol.UploadParams{Path: free + "/a/../x"}, protocol.CodePolicy},
+		{"outside", Config{UploadDirs: []string{up}}, protocol.UploadParams{Path: outside + "/x"}, protocol.CodePolicy},
+		{"the dir itself", Config{UploadDirs: []string{up}}, protocol.UploadParams{Path: up, Overwrite: true}, protocol.CodePolicy},
+		{"setuid", Config{}, protocol.UploadParams{Path: free + "/suid", Mode: 0o4755}, protocol.CodePolicy},
+		{"setgid", Config{}, protocol.UploadParams{Path: free + "/sgid", Mode: 0o2755}, protocol.CodePolicy},
+		{"state dir", Config{StateDir: state}, protocol.UploadParams{Path: state + "/paused"}, protocol.CodePolicy},
+		{"key file", Config{KeyFile: free + "/id_ed25519"}, protocol.UploadParams{Path: free + "/id_ed25519", Overwrite: true}, protocol.CodePolicy},
+		{"state dir via symlink", Config{StateDir: state}, protocol.UploadParams{Path: free + "/st/x"}, protocol.CodePolicy},
+		{"directory target", Config{}, protocol.UploadParams{Path: up + "/adir", Overwrite: true}, protocol.CodePolicy},
+		{"device target", Config{}, protocol.UploadParams{Path: "/dev/null", Overwrite: true}, protocol.CodePolicy},
+		{"missing dir", Config{}, protocol.UploadParams{Path: free + "/new/sub/x"}, protocol.CodeNotFound},
+		{"create dirs", Config{}, protocol.UploadParams{Path: free + "/new/sub/x", CreateDirs: true}, ""},
+		{"relative", Config{}, protocol.UploadParams{Path: "rel/x"}, protocol.CodeBadRequest},
+	}
+	if err := os.Symlink(state, free+"/st"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, tc.cfg)
+			tc.p.Size, tc.p.SHA256 = 1, sum(body)
+			if tc.p.Mode == 0 {
+				tc.p.Mode = 0o644
+			}
+			_, o := h.upload(tc.p, body)
+			if o.code() != tc.code {
+				t.Fatalf("got %v, want %q", o.err, tc.code)
+			}
+		})
+	}
+	if _, err := os.Stat(outside + "/x"); err == nil {
+		t.Fatal("a refused upload wrote outside the upload dirs")
+	}
+}

@@ -1,0 +1,219 @@
+// Package tunnel keeps an edge's one SSH connection to a gateway up: it dials out, checks the
+// gateway's host key against the pins, opens the tunnel channel with the edge's Hello, serves
+// the yamux streams the gateway opens, sends keepalives and reconnects with backoff.
+package tunnel
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/cpu"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// Timeouts of one connection attempt.
+const (
+	dialTimeout      = 10 * time.Second
+	handshakeTimeout = 15 * time.Second
+	defaultStable    = 30 * time.Second
+)
+
+// Config says where to connect and who the edge is.
+type Config struct {
+	Gateways          []string       // host:port, tried in turn; names resolved on every attempt
+	Pins              *keys.Pins     // gateway host keys trusted
+	Signer            ssh.Signer     // the edge's identity key
+	Hello             protocol.Hello // sent when opening the tunnel channel
+	KeepaliveInterval time.Duration  // SSH keepalive period; 3 missed in a row drop the connection
+	BackoffMax        time.Duration  // reconnect backoff cap; also how long a connection must last to reset it
+}
+
+// Serve handles one yamux stream opened by the gateway; it owns and closes the stream.
+type Serve func(ctx context.Context, stream io.ReadWriteCloser)
+
+// Run keeps the tunnel up until ctx is done, then closes the connection, waits for every
+// stream handler and returns nil. It returns an error only for an unusable Config.
+func Run(ctx context.Context, cfg Config, serve func(ctx context.Context, stream io.ReadWriteCloser), log *slog.Logger) error {
+	if len(cfg.Gateways) == 0 || cfg.Pins == nil || cfg.Signer == nil {
+		return errors.New("tunnel: gateways, host key pins and signer are required")
+	}
+	hello, err := json.Marshal(cfg.Hello)
+	if err != nil {
+		return fmt.Errorf("tunnel: encode hello: %w", err)
+	}
+	stable := cfg.BackoffMax
+	if stable <= 0 {
+		stable = defaultStable
+	}
+	bo := newBackoff(cfg.BackoffMax)
+	for ctx.Err() == nil {
+		for _, addr := range cfg.Gateways {
+			start := time.Now()
+			err := runConn(ctx, cfg, addr, hello, serve, log)
+			if ctx.Err() != nil {
+				return nil
+			}
+			up := time.Since(start)
+			if err != nil {
+				log.Warn("gateway connection ended", "gateway", addr, "err", err, "up", up.Round(time.Millisecond))
+			}
+			if up >= stable {
+				bo.reset()
+			}
+		}
+		d := bo.next()
+		log.Info("reconnecting", "in", d.Round(time.Millisecond))
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// ClientConfig is the SSH client configuration of an edge: pinned host key, public key auth
+// as user "edge", and ChaCha20 first on ARM CPUs without AES instructions.
+func ClientConfig(cfg Config) *ssh.ClientConfig {
+	c := &ssh.ClientConfig{
+		User:            "edge",
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
+		HostKeyCallback: cfg.Pins.HostKeyCallback(),
+		ClientVersion:   "SSH-2.0-mcp-ssh-edge_" + sanitizeVersion(cfg.Hello.Version),
+		Timeout:         handshakeTimeout,
+	}
+	if preferChaCha() {
+		ciphers := []string{ssh.CipherChaCha20Poly1305}
+		for _, ci := range ssh.SupportedAlgorithms().Ciphers {
+			if ci != ssh.CipherChaCha20Poly1305 {
+				ciphers = append(ciphers, ci)
+			}
+		}
+		c.Ciphers = ciphers
+	}
+	return c
+}
+
+// preferChaCha reports whether AES lacks hardware support here, making ChaCha20 faster.
+func preferChaCha() bool {
+	switch runtime.GOARCH {
+	case "arm":
+		return true
+	case "arm64":
+		return !cpu.ARM64.HasAES
+	}
+	return false
+}
+
+// sanitizeVersion keeps a version string valid in an SSH identification line.
+func sanitizeVersion(v string) string {
+	b := []byte(v)
+	for i, c := range b {
+		if c <= ' ' || c > '~' || c == '-' {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 || len(b) > 64 {
+		return "unknown"
+	}
+	return string(b)
+}
+
+// runConn makes one connection to addr and serves it until it breaks or ctx is done.
+func runConn(ctx context.Context, cfg Config, addr string, hello []byte, serve Serve, log *slog.Logger) error {
+	log = log.With("gateway", addr)
+	d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	// No handshake timeout exists in x/crypto/ssh: bound it with a deadline on the conn,
+	// and let ctx cancel it too.
+	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	conn, chans, reqs, err := ssh.NewClientConn(nc, addr, ClientConfig(cfg))
+	if err != nil {
+		stop()
+		nc.Close()
+		if errors.Is(err, keys.ErrHostKeyMismatch) {
+			log.Error("gateway host key refused: not the pinned key (EDGE_GATEWAY_HOST_KEY); connection dropped", "err", err)
+		}
+		return fmt.Errorf("ssh handshake: %w", err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	connCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	wg.Go(func() {
+		for nch := range chans {
+			_ = nch.Reject(ssh.Prohibited, "an edge accepts no channels")
+		}
+	})
+	// Closing the connection unblocks everything below: channel, yamux session, keepalive.
+	wg.Go(func() {
+		<-connCtx.Done()
+		conn.Close()
+	})
+
+	ch, chReqs, err := conn.OpenChannel(protocol.ChannelType, hello)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("open tunnel channel: %w", err)
+	}
+	wg.Go(func() { ssh.DiscardRequests(chReqs) })
+	sess, err := yamux.Server(ch, protocol.YamuxConfig(log))
+	if err != nil {
+		cancel()
+		return fmt.Errorf("yamux: %w", err)
+	}
+	log.Info("connected to gateway", "server_version", string(conn.ServerVersion()))
+
+	var kaErr error
+	wg.Go(func() {
+		if err := keepalive(connCtx, conn, cfg.KeepaliveInterval); err != nil {
+			kaErr = err
+			cancel()
+		}
+	})
+	wg.Go(func() {
+		<-connCtx.Done()
+		sess.Close()
+	})
+	var streams sync.WaitGroup
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			break
+		}
+		streams.Go(func() { serve(connCtx, st) })
+	}
+	cancel()
+	streams.Wait()
+	wg.Wait()
+	if ctx.Err() != nil {
+		log.Info("disconnected from gateway: shutting down")
+		return nil
+	}
+	if kaErr != nil {
+		return kaErr
+	}
+	return errors.New("gateway closed the connection")
+}
