@@ -43,7 +43,7 @@ func TestTypeScriptClient(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "client.mjs")
 	cmd.Dir = nodeDir
 	env := f.gatewayEnv(map[string]string{"SSH_PORT": strconv.Itoa(port)})
-	cmd.Env = append(env, "GATEWAY_BIN="+gatewayBin, "EXPECT_EDGE=ts-edge")
+	cmd.Env = append(env, "GATEWAY_BIN="+gatewayBin, "EXPECT_EDGE=ts-edge", "UPLOAD_DIR="+t.TempDir())
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -136,7 +137,10 @@ func TestUploadInterrupted(t *testing.T) {
 	rand.Read(content)
 	req := mcp.CallToolRequest{}
 	req.Params.Name = "upload_file"
-	req.Params.Arguments = map[string]any{"edge": "victim", "path": path, "content": base64.StdEncoding.EncodeToString(content), "encoding": "base64"}
+	// Pre-encoded arguments: json.Marshal of a 48 MiB string is slow in a -race binary.
+	args := []byte(fmt.Sprintf(`{"edge":"victim","path":%q,"encoding":"base64","content":"`, path))
+	args = base64.StdEncoding.AppendEncode(args, content)
+	req.Params.Arguments = json.RawMessage(append(args, `"}`...))
 
 	type callRes struct {
 		res *mcp.CallToolResult
@@ -146,12 +150,13 @@ func TestUploadInterrupted(t *testing.T) {
 	before := proxy.toEdge.Load()
 	callStart := time.Now()
 	go func() {
-		ctx, cancel := contextTimeout(callTimeout)
+		ctx, cancel := contextTimeout(3 * callTimeout)
 		defer cancel()
 		res, err := g.c.CallTool(ctx, req)
 		done <- callRes{res, err}
 	}()
-	waitFor(60*time.Second, func() bool { return proxy.toEdge.Load()-before > 1<<20 })
+	// Encoding 48 MiB of JSON in a -race test binary and parsing it in the gateway takes a while.
+	waitFor(120*time.Second, func() bool { return proxy.toEdge.Load()-before > 1<<20 })
 	t.Logf("%v after the call: first MiB towards the edge", time.Since(callStart).Round(time.Millisecond))
 	// Kill once a third of the content has gone towards the edge.
 	if !waitFor(30*time.Second, func() bool { return proxy.toEdge.Load()-before > 12<<20 }) {

@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -80,38 +78,20 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 
-	tmp, err := writeTemp(ctx, dir, base, c, p.Size, want, mode)
+	tmp, err := receive(ctx, dir, base, c, p.Size, want, mode)
 	if err != nil {
 		return nil, err
 	}
-	committed := false
-	defer func() {
-		if !committed {
-			_ = dir.Remove(tmp)
-		}
-	}()
+	defer tmp.close()
 	if err := checkTarget(dir, base, clean, p.Overwrite); err != nil {
 		return nil, err
 	}
-	if p.Overwrite {
-		if err := dir.Rename(tmp, base); err != nil {
-			return nil, fsError("rename into "+clean, err)
-		}
-	} else if err := dir.Link(tmp, base); err != nil {
+	if err := tmp.commit(base, p.Overwrite); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, protocol.Errorf(protocol.CodeExists, "%s already exists (set overwrite to replace it)", clean)
 		}
-		// Filesystems without hard links (FAT): fall back to a checked rename.
-		if _, lerr := dir.Lstat(base); lerr == nil {
-			return nil, protocol.Errorf(protocol.CodeExists, "%s already exists (set overwrite to replace it)", clean)
-		}
-		if err := dir.Rename(tmp, base); err != nil {
-			return nil, fsError("rename into "+clean, err)
-		}
-	} else {
-		_ = dir.Remove(tmp)
+		return nil, fsError("rename into "+clean, err)
 	}
-	committed = true
 	if d, err := dir.Open("."); err == nil {
 		_ = d.Sync()
 		d.Close()
@@ -138,20 +118,16 @@ func checkTarget(dir *os.Root, base, clean string, overwrite bool) error {
 	return nil
 }
 
-// writeTemp receives the body into a new temp file beside the target and verifies it. On
-// any failure the temp file is gone; on success its name is returned.
-func writeTemp(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (string, error) {
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	name := "." + trimName(base) + ".upload-" + hex.EncodeToString(rnd[:])
-	f, err := dir.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+// receive reads the body into a new temp file beside the target, verifies its size and
+// SHA-256, sets the mode and syncs it. On failure nothing is left in the directory.
+func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (*tempFile, error) {
+	f, err := newTempFile(dir, base)
 	if err != nil {
-		return "", fsError("create temporary file in target directory", err)
+		return nil, fsError("create temporary file in target directory", err)
 	}
-	fail := func(err error) (string, error) {
-		f.Close()
-		_ = dir.Remove(name)
-		return "", err
+	fail := func(err error) (*tempFile, error) {
+		f.close()
+		return nil, err
 	}
 	h := sha256.New()
 	var got int64
@@ -193,19 +169,7 @@ func writeTemp(ctx context.Context, dir *os.Root, base string, c *call, size int
 	if err := f.Sync(); err != nil {
 		return fail(fsError("sync temporary file", err))
 	}
-	if err := f.Close(); err != nil {
-		_ = dir.Remove(name)
-		return "", fsError("close temporary file", err)
-	}
-	return name, nil
-}
-
-// trimName bounds the target's name inside the temp name (NAME_MAX is 255).
-func trimName(s string) string {
-	if len(s) > 200 {
-		return s[:200]
-	}
-	return s
+	return f, nil
 }
 
 // kind names a non-regular file type for messages.

@@ -4,48 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 )
-
-func TestCleanEnv(t *testing.T) {
-	t.Setenv("EDGE_GATEWAY", "example.com:22")
-	t.Setenv("SSH_PORT", "22")
-	t.Setenv("SSH_PORTAL", "kept")
-	t.Setenv("DEMO_KEEP", "1")
-	tests := []struct {
-		name     string
-		prefixes []string
-		gone     []string
-		kept     []string
-	}{
-		{"edge", []string{"EDGE_"}, []string{"EDGE_GATEWAY="}, []string{"SSH_PORT=", "DEMO_KEEP="}},
-		{"gateway", gatewayVarPrefixes(), []string{"SSH_PORT="}, []string{"SSH_PORTAL=", "EDGE_GATEWAY=", "DEMO_KEEP="}},
-		{"none", nil, nil, []string{"EDGE_GATEWAY=", "SSH_PORT=", "DEMO_KEEP="}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			env := cleanEnv(tt.prefixes...)
-			has := func(prefix string) bool {
-				return slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, prefix) })
-			}
-			for _, g := range tt.gone {
-				if has(g) {
-					t.Errorf("%s still in the environment", g)
-				}
-			}
-			for _, k := range tt.kept {
-				if !has(k) {
-					t.Errorf("%s missing from the environment", k)
-				}
-			}
-		})
-	}
-}
 
 func TestParseFlags(t *testing.T) {
 	dir := t.TempDir()

@@ -21,7 +21,12 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
+
+// edgeName is the name bound to the demo edge's key in authorized_keys.
+const edgeName = "demo-edge"
 
 // options are the demo's command-line settings.
 type options struct {
@@ -110,22 +115,30 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}()
 
-	lay, err := prepare(ctx, dir, o.edgeBin)
+	fleet, err := localfleet.Prepare(ctx, dir, o.edgeBin, localfleet.EdgeSpec{
+		Name:           edgeName,
+		Labels:         "env=demo",
+		ReportedLabels: "site=laptop",
+	})
 	if err != nil {
 		return err
 	}
 
-	edge, err := startEdge(lay, o.edgeBin)
+	edge, err := fleet.StartEdge(edgeName)
 	if err != nil {
 		return err
 	}
-	defer edge.stop()
+	defer edge.Stop()
 
-	gw, err := startGateway(ctx, lay, o.gatewayBin)
+	gw, err := localfleet.StartGateway(ctx, fleet, o.gatewayBin)
 	if err != nil {
 		return err
 	}
-	defer gw.close()
+	defer func() {
+		if cerr := gw.Close(); cerr != nil {
+			slog.Warn("gateway did not stop cleanly", "err", cerr)
+		}
+	}()
 
-	return tour(ctx, gw, edge, lay)
+	return tour(ctx, gw, edge, fleet)
 }

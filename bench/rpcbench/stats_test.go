@@ -1,0 +1,87 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestSummarize(t *testing.T) {
+	ms := time.Millisecond
+	seq := func(n int) []time.Duration {
+		var s []time.Duration
+		for i := n; i >= 1; i-- { // reversed: summarize must sort
+			s = append(s, time.Duration(i)*ms)
+		}
+		return s
+	}
+	tests := []struct {
+		name          string
+		in            []time.Duration
+		p50, p90, p99 time.Duration
+		mean          time.Duration
+	}{
+		{"empty", nil, 0, 0, 0, 0},
+		{"one", []time.Duration{7 * ms}, 7 * ms, 7 * ms, 7 * ms, 7 * ms},
+		{"1..10", seq(10), 5 * ms, 9 * ms, 10 * ms, 5500 * time.Microsecond},
+		{"1..200", seq(200), 100 * ms, 180 * ms, 198 * ms, 100500 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := summarize(tt.in)
+			if got.p50 != tt.p50 || got.p90 != tt.p90 || got.p99 != tt.p99 || got.mean != tt.mean {
+				t.Fatalf("got p50 %v p90 %v p99 %v mean %v; want %v %v %v %v",
+					got.p50, got.p90, got.p99, got.mean, tt.p50, tt.p90, tt.p99, tt.mean)
+			}
+			if got.n != len(tt.in) {
+				t.Fatalf("n = %d, want %d", got.n, len(tt.in))
+			}
+		})
+	}
+}
+
+func TestMedianAndRate(t *testing.T) {
+	tests := []struct {
+		name string
+		in   []float64
+		want float64
+	}{
+		{"odd", []float64{3, 1, 2}, 2},
+		{"even", []float64{4, 1, 3, 2}, 2.5},
+		{"one", []float64{9}, 9},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := median(tt.in); got != tt.want {
+				t.Fatalf("median = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if got := mibPerSec(32<<20, 2*time.Second); got != 16 {
+		t.Fatalf("mibPerSec = %v, want 16", got)
+	}
+	if got := mibPerSec(1, 0); got != 0 {
+		t.Fatalf("mibPerSec over 0 s = %v, want 0", got)
+	}
+}
+
+func TestParseVmRSS(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    int64
+		wantErr bool
+	}{
+		{"normal", "Name:\tx\nVmPeak:\t  100 kB\nVmRSS:\t    9216 kB\nThreads:\t4\n", 9216 << 10, false},
+		{"missing", "Name:\tx\n", 0, true},
+		{"garbage", "VmRSS:\tlots kB\n", 0, true},
+		{"wrong unit", "VmRSS:\t12 MB\n", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseVmRSS([]byte(tt.in))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseVmRSS = %d, %v; want %d, err %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

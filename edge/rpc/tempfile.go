@@ -1,0 +1,88 @@
+package rpc
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"syscall"
+)
+
+// tempFile is an upload being received beside its target. Where the kernel allows it
+// (Linux O_TMPFILE) the file has no name until commit, so an edge killed mid-upload leaves
+// nothing behind; elsewhere it has a hidden random name that discard removes.
+type tempFile struct {
+	*os.File
+	dir  *os.Root
+	dfd  *os.File // the target directory, for linkat
+	name string   // "" while anonymous
+}
+
+// newTempFile creates the temp file for target base in dir.
+func newTempFile(dir *os.Root, base string) (*tempFile, error) {
+	d, err := dir.Open(".")
+	if err != nil {
+		return nil, err
+	}
+	t := &tempFile{dir: dir, dfd: d}
+	if f, err := openAnonymous(d); err == nil {
+		t.File = f
+		return t, nil
+	}
+	t.name = tempName(base)
+	f, err := dir.OpenFile(t.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	t.File = f
+	return t, nil
+}
+
+// tempName is a hidden random name beside the target (NAME_MAX is 255).
+func tempName(base string) string {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	if len(base) > 200 {
+		base = base[:200]
+	}
+	return "." + base + ".upload-" + hex.EncodeToString(rnd[:])
+}
+
+// commit gives the verified, synced file the name base: a link, which never clobbers, when
+// overwrite is false (fs.ErrExist if base exists); a rename over base otherwise.
+func (t *tempFile) commit(base string, overwrite bool) error {
+	if t.name == "" {
+		if !overwrite {
+			return linkAnonymous(t.File, t.dfd, base)
+		}
+		t.name = tempName(base)
+		if err := linkAnonymous(t.File, t.dfd, t.name); err != nil {
+			t.name = ""
+			return err
+		}
+	}
+	if overwrite {
+		return t.dir.Rename(t.name, base)
+	}
+	err := t.dir.Link(t.name, base)
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		// Filesystems without hard links (FAT): a checked rename, racy only against local writers.
+		if _, lerr := t.dir.Lstat(base); lerr == nil {
+			return fs.ErrExist
+		}
+		return t.dir.Rename(t.name, base)
+	}
+	return err
+}
+
+// close releases the file and removes its temp name, if it still has one. After a
+// successful commit by rename the name is gone already; after a link it is the old name.
+func (t *tempFile) close() {
+	t.File.Close()
+	t.dfd.Close()
+	if t.name != "" {
+		_ = t.dir.Remove(t.name)
+	}
+}

@@ -1,0 +1,30 @@
+package rpc
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// openAnonymous creates an unnamed file in directory d (O_TMPFILE).
+func openAnonymous(d *os.File) (*os.File, error) {
+	fd, err := unix.Openat(int(d.Fd()), ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "(upload)"), nil
+}
+
+// linkAnonymous gives the unnamed file f the name name in directory d. It never replaces an
+// existing name: linkat fails with EEXIST instead.
+func linkAnonymous(f, d *os.File, name string) error {
+	err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", f.Fd()), int(d.Fd()), name, unix.AT_SYMLINK_FOLLOW)
+	if err == unix.ENOENT { // no /proc: AT_EMPTY_PATH works with CAP_DAC_READ_SEARCH
+		err = unix.Linkat(int(f.Fd()), "", int(d.Fd()), name, unix.AT_EMPTY_PATH)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "link", Old: "(upload)", New: name, Err: err}
+	}
+	return nil
+}
