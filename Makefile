@@ -12,7 +12,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME     ?= 60s
 FUZZ_TARGETS := ./shared/protocol/:FuzzDecode
 
-.PHONY: all build demo test lint fuzz clean
+.PHONY: all build demo test lint fuzz clean bench
 
 all: build
 
@@ -22,6 +22,11 @@ build:
 
 demo: build
 	BIN_DIR=$(BIN_DIR) $(GO) run ./test/demo
+
+# bench: latency, throughput and memory next to OpenSSH (needs openssh-server; not part of test).
+BENCH_FLAGS ?=
+bench: build
+	BIN_DIR=$(BIN_DIR) $(GO) run ./bench/rpcbench $(BENCH_FLAGS)
 
 test: build
 	cd test/node && npm ci --no-audit --no-fund

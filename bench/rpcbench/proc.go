@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // maxStatus bounds what is read of /proc/PID/status.
@@ -67,4 +69,68 @@ func machine() string {
 	}
 	return fmt.Sprintf("%d × %s (nproc %d), Linux %s, %s/%s, %s",
 		runtime.NumCPU(), model, runtime.NumCPU(), kernel, runtime.GOOS, runtime.GOARCH, runtime.Version())
+}
+
+// clockTicks is USER_HZ, the unit of the CPU times in /proc/PID/stat (100 on Linux).
+const clockTicks = 100
+
+// cpuTime is the user+system CPU time process pid has used, from /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read CPU time of pid %d: %w", pid, err)
+	}
+	d, err := parseStatCPU(b)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return d, nil
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) of a /proc/PID/stat line. The
+// command name (field 2) may hold spaces and parentheses, so fields count from the last ')'.
+func parseStatCPU(stat []byte) (time.Duration, error) {
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc stat %q", firstLine(s))
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc stat %q", firstLine(s))
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("unexpected /proc stat %q", firstLine(s))
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// selfCPU is the user+system CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loginShell is the login shell of uid from /etc/passwd (what sshd runs commands with), or
+// /bin/sh if it cannot be found.
+func loginShell(uid int) string {
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return "/bin/sh"
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) == 7 && f[2] == strconv.Itoa(uid) && strings.HasPrefix(f[6], "/") {
+			return f[6]
+		}
+	}
+	return "/bin/sh"
 }

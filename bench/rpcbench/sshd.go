@@ -142,6 +142,9 @@ func startSSHD(ctx context.Context, dir, bin string) (_ *sshd, err error) {
 		"KbdInteractiveAuthentication no",
 		"Subsystem sftp internal-sftp",
 		"LogLevel ERROR",
+		// SHLVL=1 makes bash skip ~/.bashrc, which it otherwise reads for every command sshd runs:
+		// the row then measures OpenSSH, not this machine's shell startup files (rows b1, b2).
+		"SetEnv SHLVL=1",
 		"",
 	}, "\n")
 	if err := keys.WriteFileAtomic(config, []byte(conf), 0o600); err != nil {

@@ -85,3 +85,26 @@ func TestParseVmRSS(t *testing.T) {
 		})
 	}
 }
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"normal", "42 (mcp-ssh-edge) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1 2 3", 3 * time.Second, false},
+		{"name with spaces and parens", "7 (a (b) c) R 1 7 7 0 -1 0 0 0 0 0 1 2 0 0", 30 * time.Millisecond, false},
+		{"short", "7 (x) R 1 2", 0, true},
+		{"no parens", "7 x R", 0, true},
+		{"garbage", "7 (x) R 1 7 7 0 -1 0 0 0 0 0 a b", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU([]byte(tt.in))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseStatCPU = %v, %v; want %v, err %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

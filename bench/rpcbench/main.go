@@ -1,0 +1,130 @@
+// Command rpcbench measures, in one run on this machine, what a call through mcp-ssh-gateway
+// costs next to OpenSSH: `run_command` latency through the real gateway and a local edge
+// against multiplexed `ssh -S ctl host true` on a throw-away sshd, the fork+exec floor, a
+// 32 MiB upload against scp, and the resident memory of both binaries. It prints a markdown
+// report to stdout; progress and warnings go to stderr. Everything listens on 127.0.0.1 and
+// everything it starts is stopped and removed at the end.
+//
+// Usage (what `make bench` runs, after `make build`):
+//
+//	go run ./bench/rpcbench [-n 200] [-warmup 20] [-upload-mib 32] [-upload-runs 3] [-timeout 10m]
+//
+// The binary paths default to $GATEWAY_BIN and $EDGE_BIN, else to $BIN_DIR (or bin/) joined
+// with the binary's name. The OpenSSH rows need /usr/sbin/sshd (Debian: openssh-server) and
+// root; without sshd they print "skipped: no sshd".
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the benchmark's command-line settings.
+type options struct {
+	gatewayBin string
+	edgeBin    string
+	sshdBin    string
+	n          int
+	warmup     int
+	uploadMiB  int
+	uploadRuns int
+	idle       time.Duration
+	timeout    time.Duration
+}
+
+// Bounds on the flags, so one run stays short on a shared machine.
+const (
+	maxN          = 100000
+	maxUploadMiB  = 1024
+	maxUploadRuns = 20
+)
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "rpcbench: %v\n", err)
+		os.Exit(2)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})))
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+
+	cmdline := "rpcbench " + strings.Join(os.Args[1:], " ")
+	r, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rpcbench: FAILED: %v\n", err)
+		os.Exit(1)
+	}
+	r.print(os.Stdout, strings.TrimSpace(cmdline), o)
+}
+
+func parseFlags(args []string) (options, error) {
+	binDir := os.Getenv("BIN_DIR")
+	if binDir == "" {
+		binDir = "bin"
+	}
+	fs := flag.NewFlagSet("rpcbench", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.gatewayBin, "gateway", envOr("GATEWAY_BIN", filepath.Join(binDir, "mcp-ssh-gateway")), "path of the mcp-ssh-gateway binary (env GATEWAY_BIN)")
+	fs.StringVar(&o.edgeBin, "edge", envOr("EDGE_BIN", filepath.Join(binDir, "mcp-ssh-edge")), "path of the mcp-ssh-edge binary (env EDGE_BIN)")
+	fs.StringVar(&o.sshdBin, "sshd", "/usr/sbin/sshd", "path of the OpenSSH server for the comparison rows")
+	fs.IntVar(&o.n, "n", 200, "timed calls per latency row")
+	fs.IntVar(&o.warmup, "warmup", 20, "untimed calls before each latency row")
+	fs.IntVar(&o.uploadMiB, "upload-mib", 32, "size of the uploaded file in MiB")
+	fs.IntVar(&o.uploadRuns, "upload-runs", 3, "uploads per transfer row (the median is reported)")
+	fs.DurationVar(&o.idle, "idle", 2*time.Second, "how long the fleet idles before its memory is read")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q (see -help)", fs.Args())
+	}
+	switch {
+	case o.n < 1 || o.n > maxN:
+		return o, fmt.Errorf("-n %d: want 1..%d", o.n, maxN)
+	case o.warmup < 0 || o.warmup > maxN:
+		return o, fmt.Errorf("-warmup %d: want 0..%d", o.warmup, maxN)
+	case o.uploadMiB < 1 || o.uploadMiB > maxUploadMiB:
+		return o, fmt.Errorf("-upload-mib %d: want 1..%d", o.uploadMiB, maxUploadMiB)
+	case o.uploadRuns < 1 || o.uploadRuns > maxUploadRuns:
+		return o, fmt.Errorf("-upload-runs %d: want 1..%d", o.uploadRuns, maxUploadRuns)
+	case o.idle < 0 || o.idle > time.Minute:
+		return o, fmt.Errorf("-idle %s: want 0..1m", o.idle)
+	case o.timeout <= 0:
+		return o, errors.New("-timeout must be positive")
+	}
+	for _, p := range []*string{&o.gatewayBin, &o.edgeBin} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return o, fmt.Errorf("resolve %s: %w", *p, err)
+		}
+		if st, err := os.Stat(abs); err != nil || st.IsDir() {
+			return o, fmt.Errorf("binary %s not found: run `make build` first", abs)
+		}
+		*p = abs
+	}
+	return o, nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"slices"
+)
+
+// target is the goal for MCP run_command p50 over multiplexed OpenSSH p50.
+const target = 0.3
+
+// print writes the report as markdown: the command line, the machine and the tables.
+func (r *report) print(w io.Writer, cmdline string, o options) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("## rpcbench, %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
+	p("- command: `%s` (via `make bench`); effective: `-n %d -warmup %d -upload-mib %d -upload-runs %d -idle %s -sshd %s`\n",
+		cmdline, o.n, o.warmup, o.uploadMiB, o.uploadRuns, o.idle, o.sshdBin)
+	p("- machine: %s\n", r.machine)
+	if r.sshVersion != "" {
+		p("- OpenSSH: %s\n", firstLine(r.sshVersion))
+	}
+	p("- latency rows: %d untimed warm-up calls, then %d sequential timed calls; nearest-rank percentiles\n\n", o.warmup, o.n)
+
+	p("| latency (ms) | N | p50 | p90 | p99 | mean |\n")
+	p("|---|---:|---:|---:|---:|---:|\n")
+	row := func(name string, s summary) {
+		p("| %s | %d | %s | %s | %s | %s |\n", name, s.n, ms(s.p50), ms(s.p90), ms(s.p99), ms(s.mean))
+	}
+	row("a. `run_command` argv `[\"true\"]`: mcp-go stdio client → gateway → edge", r.mcp)
+	if r.sshSkipped != "" {
+		p("| b. OpenSSH multiplexed `ssh -S ctl -p PORT 127.0.0.1 true` | %s | | | | |\n", r.sshSkipped)
+	} else {
+		row("b. OpenSSH multiplexed `ssh -S ctl -p PORT 127.0.0.1 true` (shell startup files skipped)", r.ssh)
+	}
+	if r.sshSkipped == "" {
+		row(fmt.Sprintf("b1. the login shell sshd runs the command with: `%s -c true`", r.shell), r.shellBare)
+		row("b2. the same with `SSH_CLIENT` set and no `SHLVL`, as a stock sshd starts it (bash then reads ~/.bashrc)", r.shellRC)
+	}
+	row("c. floor: `exec.Command(\"true\").Run()` from Go", r.floor)
+	p("\n")
+	if r.sshSkipped == "" && r.ssh.p50 > 0 {
+		ratio := float64(r.mcp.p50) / float64(r.ssh.p50)
+		p("**a p50 / b p50 = %.3f** (target ≤ %.1f: %s)\n\n", ratio, target, verdict(ratio))
+		if rc := r.shellRC.p50 - r.shellBare.p50; rc > 0 {
+			p("Row b runs with `SetEnv SHLVL=1` in the throw-away sshd_config, so bash skips ~/.bashrc: it measures OpenSSH, "+
+				"not this machine's shell startup files. A stock login here would add about %s ms (b2 p50 − b1 p50) to every command, "+
+				"i.e. b p50 ≈ %s ms and a p50 / b p50 ≈ %.3f.\n\n",
+				ms(rc), ms(r.ssh.p50+rc), float64(r.mcp.p50)/float64(r.ssh.p50+rc))
+		}
+	} else {
+		p("a p50 / b p50: %s\n\n", r.sshSkipped)
+	}
+
+	mib := r.uploadBytes >> 20
+	p("| d. upload of %d MiB (MiB/s) | runs | median | best |\n", mib)
+	p("|---|---:|---:|---:|\n")
+	p("| `upload_file` with base64 `content` through MCP (edge writes, fsyncs, renames) | %d | %.1f | %.1f |\n",
+		len(r.mcpUpload), median(r.mcpUpload), slices.Max(r.mcpUpload))
+	if r.sshSkipped != "" {
+		p("| `scp` to the throw-away sshd, then `sync` | %s | | |\n", r.sshSkipped)
+	} else {
+		p("| `scp` over the master connection to the throw-away sshd, then `sync` | %d | %.1f | %.1f |\n",
+			len(r.scpUpload), median(r.scpUpload), slices.Max(r.scpUpload))
+	}
+	c := r.uploadCPU
+	p("\nCPU time used by the %d MCP uploads: gateway %.2f s, edge %.2f s, benchmark client (mcp-go, JSON encoding) %.2f s.\n\n",
+		len(r.mcpUpload), c[0].Seconds(), c[1].Seconds(), c[2].Seconds())
+
+	p("| e. resident memory, VmRSS (MiB) | idle, tunnel up, before any call | idle after the runs above |\n")
+	p("|---|---:|---:|\n")
+	p("| mcp-ssh-gateway | %.1f | %.1f |\n", mibOf(r.rssIdle[0]), mibOf(r.rssAfter[0]))
+	p("| mcp-ssh-edge | %.1f | %.1f |\n", mibOf(r.rssIdle[1]), mibOf(r.rssAfter[1]))
+	p("\nidle = %s without calls before reading /proc/PID/status\n", o.idle)
+}
+
+// verdict says whether ratio meets the target.
+func verdict(ratio float64) string {
+	if ratio <= target {
+		return "met"
+	}
+	return "MISSED"
+}
+
+// mibOf is bytes in MiB.
+func mibOf(b int64) float64 { return float64(b) / (1 << 20) }

@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
+)
+
+const (
+	// edgeName is the benchmark edge's enrolled name.
+	edgeName = "bench-edge"
+	// rowBudget bounds one measured row (warm-up included).
+	rowBudget = 5 * time.Minute
+)
+
+// report is everything one run measured.
+type report struct {
+	started     time.Time
+	machine     string
+	sshVersion  string
+	mcp         summary          // run_command ["true"] through MCP
+	ssh         summary          // multiplexed ssh true
+	sshSkipped  string           // why the OpenSSH rows are missing, or empty
+	floor       summary          // fork+exec of true from Go
+	shell       string           // the login shell sshd runs commands with
+	shellBare   summary          // `SHELL -c true`
+	shellRC     summary          // the same as sshd starts it (SSH_CLIENT set): bash then reads ~/.bashrc
+	uploadCPU   [3]time.Duration // gateway, edge, this client: CPU used by the MCP uploads
+	uploadBytes int64
+	mcpUpload   []float64 // MiB/s per run
+	scpUpload   []float64 // MiB/s per run
+	rssIdle     [2]int64  // gateway, edge: idle after connecting
+	rssAfter    [2]int64  // gateway, edge: idle after the runs
+	gatewayPID  int
+	edgePID     int
+}
+
+// run starts the fleet and the throw-away sshd under one temporary directory, measures every
+// row and stops and removes everything it started, whatever happens.
+func run(ctx context.Context, o options) (_ *report, err error) {
+	dir, err := os.MkdirTemp("", "rpcbench-")
+	if err != nil {
+		return nil, fmt.Errorf("create temporary directory: %w", err)
+	}
+	defer func() {
+		if rmErr := os.RemoveAll(dir); rmErr != nil && err == nil {
+			err = fmt.Errorf("remove temporary directory: %w", rmErr)
+		}
+	}()
+	r := &report{started: time.Now().UTC(), machine: machine(), uploadBytes: int64(o.uploadMiB) << 20}
+
+	fleetDir := filepath.Join(dir, "fleet")
+	if err := os.Mkdir(fleetDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", fleetDir, err)
+	}
+	fleet, err := localfleet.Prepare(ctx, fleetDir, o.edgeBin, localfleet.EdgeSpec{Name: edgeName})
+	if err != nil {
+		return nil, err
+	}
+	edge, err := fleet.StartEdge(edgeName)
+	if err != nil {
+		return nil, err
+	}
+	defer edge.Stop()
+	gw, err := localfleet.StartGateway(ctx, fleet, o.gatewayBin,
+		fmt.Sprintf("MAX_UPLOAD_BYTES=%d", 2*r.uploadBytes))
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := gw.Close(); cerr != nil {
+			slog.Warn("gateway did not stop cleanly", "err", cerr)
+		}
+	}()
+	if err := gw.WaitForEdge(ctx, edge); err != nil {
+		return nil, err
+	}
+	r.gatewayPID, r.edgePID = gw.PID(), edge.PID()
+
+	// e, first half: memory with the tunnel up and nothing done yet.
+	if r.rssIdle, err = idleRSS(ctx, o.idle, r.gatewayPID, r.edgePID); err != nil {
+		return nil, err
+	}
+
+	// a: run_command ["true"] through the MCP stdio client, the gateway and the edge.
+	slog.Info("measuring run_command through MCP", "warmup", o.warmup, "n", o.n)
+	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
+	if err := checkTrue(ctx, gw, args); err != nil {
+		return nil, err
+	}
+	r.mcp, err = timeLoop(ctx, "run_command", o.warmup, o.n, func(ctx context.Context) error {
+		res, err := gw.Call(ctx, "run_command", args)
+		if err != nil {
+			return err
+		}
+		if res.IsError {
+			return fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// c: the floor, one fork+exec of true from Go.
+	slog.Info("measuring fork+exec of true", "n", o.n)
+	r.floor, err = timeLoop(ctx, "fork+exec", o.warmup, o.n, func(context.Context) error {
+		return exec.Command("true").Run()
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// b: OpenSSH, multiplexed over one master connection.
+	srv, err := startSSHD(ctx, filepath.Join(dir, "sshd"), o.sshdBin)
+	switch {
+	case errors.Is(err, errNoSSHD):
+		r.sshSkipped = errNoSSHD.Error()
+		slog.Warn("no OpenSSH server; the comparison rows are skipped", "sshd", o.sshdBin)
+	case err != nil:
+		return nil, err
+	default:
+		defer srv.stop()
+		if v, err := srv.run(ctx, "ssh", "-V"); err == nil {
+			r.sshVersion = v
+		}
+		slog.Info("measuring multiplexed ssh true", "warmup", o.warmup, "n", o.n)
+		r.ssh, err = timeLoop(ctx, "ssh", o.warmup, o.n, func(ctx context.Context) error {
+			_, err := srv.run(ctx, "ssh", srv.mux("true")...)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := measureShell(ctx, o, r, srv.port); err != nil {
+			return nil, err
+		}
+	}
+
+	// d: one file, uploaded through MCP (base64 content) and with scp + sync.
+	if err := measureUploads(ctx, o, r, gw, fleet, srv, dir); err != nil {
+		return nil, err
+	}
+
+	// e, second half: memory once the runs are over.
+	if r.rssAfter, err = idleRSS(ctx, o.idle, r.gatewayPID, r.edgePID); err != nil {
+		return nil, err
+	}
+	if err := edge.Exited(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// checkTrue makes one call and checks it really ran true on the edge, so the timed loop
+// measures successful calls.
+func checkTrue(ctx context.Context, gw *localfleet.Gateway, args map[string]any) error {
+	raw, err := gw.CallStructured(ctx, "run_command", args)
+	if err != nil {
+		return err
+	}
+	var out struct {
+		ExitCode int `json:"exit_code"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("run_command: decode: %w", err)
+	}
+	if out.ExitCode != 0 {
+		return fmt.Errorf("run_command [true] exited %d, want 0", out.ExitCode)
+	}
+	return nil
+}
+
+// timeLoop calls f warmup times untimed, then n times timed, sequentially, within rowBudget.
+func timeLoop(ctx context.Context, name string, warmup, n int, f func(context.Context) error) (summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, rowBudget)
+	defer cancel()
+	samples := make([]time.Duration, 0, n)
+	for i := range warmup + n {
+		if err := ctx.Err(); err != nil {
+			return summary{}, fmt.Errorf("%s: stopped after %d of %d calls: %w", name, i, warmup+n, err)
+		}
+		t0 := time.Now()
+		if err := f(ctx); err != nil {
+			return summary{}, fmt.Errorf("%s: call %d: %w", name, i+1, err)
+		}
+		if i >= warmup {
+			samples = append(samples, time.Since(t0))
+		}
+	}
+	return summarize(samples), nil
+}
+
+// measureUploads writes one random file and uploads it uploadRuns times through MCP and, if
+// sshd runs, with scp over the master connection followed by sync.
+func measureUploads(ctx context.Context, o options, r *report, gw *localfleet.Gateway, fleet *localfleet.Layout, srv *sshd, dir string) error {
+	data := make([]byte, r.uploadBytes)
+	if _, err := rand.Read(data); err != nil {
+		return fmt.Errorf("random upload data: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	src := filepath.Join(dir, "upload.bin")
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		return fmt.Errorf("write upload source: %w", err)
+	}
+	args := map[string]any{
+		"edge":      edgeName,
+		"path":      filepath.Join(fleet.UploadDir, "upload.bin"),
+		"content":   base64.StdEncoding.EncodeToString(data),
+		"encoding":  "base64",
+		"overwrite": true,
+	}
+	data = nil // only the base64 copy is needed from here on
+
+	slog.Info("measuring upload_file through MCP", "mib", o.uploadMiB, "runs", o.uploadRuns)
+	cpu0, err := cpuTimes(r.gatewayPID, r.edgePID)
+	if err != nil {
+		return err
+	}
+	for i := range o.uploadRuns {
+		t0 := time.Now()
+		raw, err := gw.CallStructured(ctx, "upload_file", args)
+		d := time.Since(t0)
+		if err != nil {
+			return fmt.Errorf("upload %d: %w", i+1, err)
+		}
+		var out struct {
+			Size   int64  `json:"size"`
+			SHA256 string `json:"sha256"`
+		}
+		if err := json.Unmarshal(raw, &out); err != nil {
+			return fmt.Errorf("upload_file: decode: %w", err)
+		}
+		if out.Size != r.uploadBytes || out.SHA256 != want {
+			return fmt.Errorf("upload_file wrote %d bytes with sha256 %s, want %d and %s", out.Size, out.SHA256, r.uploadBytes, want)
+		}
+		r.mcpUpload = append(r.mcpUpload, mibPerSec(r.uploadBytes, d))
+	}
+	cpu1, err := cpuTimes(r.gatewayPID, r.edgePID)
+	if err != nil {
+		return err
+	}
+	for i := range cpu1 {
+		r.uploadCPU[i] = cpu1[i] - cpu0[i]
+	}
+
+	if srv == nil {
+		return nil
+	}
+	slog.Info("measuring scp + sync", "mib", o.uploadMiB, "runs", o.uploadRuns)
+	dstDir := filepath.Join(dir, "scp")
+	if err := os.Mkdir(dstDir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dstDir, err)
+	}
+	dst := filepath.Join(dstDir, "upload.bin")
+	for i := range o.uploadRuns {
+		t0 := time.Now()
+		if _, err := srv.run(ctx, "scp", srv.scpArgs(src, dst)...); err != nil {
+			return fmt.Errorf("scp %d: %w", i+1, err)
+		}
+		if _, err := srv.run(ctx, "sync"); err != nil {
+			return fmt.Errorf("sync after scp %d: %w", i+1, err)
+		}
+		d := time.Since(t0)
+		if st, err := os.Stat(dst); err != nil || st.Size() != r.uploadBytes {
+			return fmt.Errorf("scp %d did not write %d bytes to %s (%v)", i+1, r.uploadBytes, dst, err)
+		}
+		r.scpUpload = append(r.scpUpload, mibPerSec(r.uploadBytes, d))
+	}
+	return nil
+}
+
+// cpuTimes is the CPU time used so far by the gateway, the edge and this process.
+func cpuTimes(gatewayPID, edgePID int) ([3]time.Duration, error) {
+	var out [3]time.Duration
+	for i, pid := range []int{gatewayPID, edgePID} {
+		d, err := cpuTime(pid)
+		if err != nil {
+			return out, err
+		}
+		out[i] = d
+	}
+	out[2] = selfCPU()
+	return out, nil
+}
+
+// measureShell times what sshd adds to every command before it runs: the user's login shell
+// `SHELL -c true`, bare and as sshd starts it (SSH_CLIENT set, SHLVL unset), which makes bash
+// read ~/.bashrc. The difference is this machine's shell startup files, not OpenSSH.
+func measureShell(ctx context.Context, o options, r *report, port int) error {
+	r.shell = loginShell(os.Getuid())
+	base := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "SHLVL=") || strings.HasPrefix(kv, "SSH_")
+	})
+	asSSHD := append(slices.Clone(base), fmt.Sprintf("SSH_CLIENT=127.0.0.1 50000 %d", port))
+	var err error
+	for _, m := range []struct {
+		out *summary
+		env []string
+	}{{&r.shellBare, base}, {&r.shellRC, asSSHD}} {
+		slog.Info("measuring the login shell's startup", "shell", r.shell, "n", o.n, "as_sshd", len(m.env) != len(base))
+		*m.out, err = timeLoop(ctx, "shell startup", o.warmup, o.n, func(ctx context.Context) error {
+			cmd := exec.CommandContext(ctx, r.shell, "-c", "true")
+			cmd.Env = m.env
+			return cmd.Run()
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// idleRSS lets the fleet idle for d, then reads the resident memory of the gateway and edge.
+func idleRSS(ctx context.Context, d time.Duration, gatewayPID, edgePID int) ([2]int64, error) {
+	select {
+	case <-ctx.Done():
+		return [2]int64{}, ctx.Err()
+	case <-time.After(d):
+	}
+	var out [2]int64
+	for i, pid := range []int{gatewayPID, edgePID} {
+		rss, err := vmRSS(pid)
+		if err != nil {
+			return out, err
+		}
+		out[i] = rss
+	}
+	return out, nil
+}
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
