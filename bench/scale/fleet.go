@@ -32,6 +32,7 @@ const MaxEdges = 100_000
 // Identity is one simulated edge's name and key.
 type Identity struct {
 	Name   string
+	Key    ed25519.PrivateKey
 	Signer ssh.Signer
 }
 
@@ -53,7 +54,7 @@ func NewIdentities(n int, prefix string) ([]Identity, error) {
 		if err != nil {
 			return nil, fmt.Errorf("signer: %w", err)
 		}
-		ids[i] = Identity{Name: fmt.Sprintf("%s-%05d", prefix, i), Signer: s}
+		ids[i] = Identity{Name: fmt.Sprintf("%s-%05d", prefix, i), Key: priv, Signer: s}
 	}
 	return ids, nil
 }
