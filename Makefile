@@ -12,7 +12,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME     ?= 60s
 FUZZ_TARGETS := ./shared/protocol/:FuzzDecode
 
-.PHONY: all build demo test lint fuzz clean bench
+.PHONY: all build demo test lint fuzz clean bench bench-scale
 
 all: build
 
@@ -46,3 +46,15 @@ fuzz:
 
 clean:
 	rm -rf $(BIN_DIR) dist test/node/node_modules
+
+# Scale benchmarks (docs/BENCHMARKS-SCALE.md): the real gateway binary against simulated edges
+# (bench/edgesim). Not a test: it prints figures against their targets. Bounded by EDGES and
+# the tool's own time limits; BIG_EDGES runs the largest fleet as two simulator processes.
+EDGES     ?= 10000
+BIG_EDGES ?= 19000
+bench-scale: build
+	$(GO) build -o $(BIN_DIR)/edgesim ./bench/edgesim
+	$(BIN_DIR)/edgesim cost -edges 1000
+	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges 1000 -settle 10s
+	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges $(EDGES) -procs 2 -scenarios idle,fanout,restart
+	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges $(BIG_EDGES) -procs 2 -scenarios idle

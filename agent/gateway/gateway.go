@@ -11,10 +11,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
 // Defaults for the zero values of Config.
@@ -45,17 +47,18 @@ type Config struct {
 // Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
 // New, bind with Listen, run with Serve.
 type Gateway struct {
-	cfg        Config
-	log        *slog.Logger
-	keys       *keyStore
-	reg        *registry
-	sshConfig  *ssh.ServerConfig
-	handshakes chan struct{} // admission semaphore
-	authFails  *failLimiter
-	hostFP     string
-	hostLine   string
-	started    time.Time
-	wg         sync.WaitGroup // every goroutine Serve started
+	cfg         Config
+	log         *slog.Logger
+	keys        *keyStore
+	reg         *registry
+	sshConfig   *ssh.ServerConfig
+	yamuxConfig *yamux.Config // shared by every tunnel (copied to set the backlog)
+	handshakes  chan struct{} // admission semaphore
+	authFails   *failLimiter
+	hostFP      string
+	hostLine    string
+	started     time.Time
+	wg          sync.WaitGroup // every goroutine Serve started
 
 	mu         sync.Mutex
 	ln         net.Listener
@@ -107,6 +110,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.keys = ks
 	g.sshConfig = g.newServerConfig()
+	g.yamuxConfig = protocol.YamuxConfig(cfg.Log)
 	return g, nil
 }
 

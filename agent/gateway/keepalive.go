@@ -4,51 +4,71 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // keepaliveRequest is the global request OpenSSH uses; any reply, even false, proves liveness.
 const keepaliveRequest = "keepalive@openssh.com"
 
-// maxMissedKeepalives in a row drop the connection.
+// maxMissedKeepalives intervals in a row without an answer drop the connection.
 const maxMissedKeepalives = 3
 
-// keepalive probes the edge every KeepaliveInterval and closes its tunnel after three probes
-// in a row go unanswered. At most one probe is outstanding: SendRequest has no timeout and
-// returns only when the reply arrives or the connection closes.
-func (g *Gateway) keepalive(ctx context.Context, e *edge, log *slog.Logger) {
+// supervise is the rest of an edge connection's life, in the connection's own goroutine: it
+// answers the edge's requests (all refused), refuses further channels, and probes the edge
+// every KeepaliveInterval, closing the tunnel once no probe was answered for three intervals
+// (measured from the last answer, so a dead link is dropped within three intervals of its
+// last sign of life). At most one probe is outstanding: SendRequest has no timeout and returns
+// only when the reply arrives or the connection closes. It returns when the tunnel is down or
+// must be closed.
+func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.Logger) {
 	interval := g.cfg.KeepaliveInterval
+	deadline := maxMissedKeepalives * interval
+	probe := time.NewTicker(interval)
+	defer probe.Stop()
+	dead := time.NewTimer(deadline)
+	defer dead.Stop()
 	replies := make(chan bool, 1)
-	pending, missed := false, 0
-	t := time.NewTimer(interval)
-	defer t.Stop()
+	pending := false
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-e.gone():
 			return
+		case r, ok := <-c.reqs:
+			if !serveRequest(r, ok) {
+				c.reqs = nil
+				return // the connection ended
+			}
+		case r, ok := <-c.chReqs:
+			if !serveRequest(r, ok) {
+				c.chReqs = nil
+				return
+			}
+		case nch, ok := <-c.chans:
+			if !ok {
+				c.chans = nil
+				return
+			}
+			nch.Reject(ssh.Prohibited, "only one mcp tunnel per connection")
 		case ok := <-replies:
 			pending = false
 			if ok {
-				missed = 0
 				e.touch()
+				dead.Reset(deadline)
 			}
-		case <-t.C:
-			if pending {
-				missed++
-				if missed >= maxMissedKeepalives {
-					log.Warn("edge dropped: keepalives unanswered", "missed", missed, "interval", interval)
-					e.close()
-					return
-				}
-			} else {
+		case <-probe.C:
+			if !pending {
 				pending = true
 				g.wg.Go(func() {
 					_, _, err := e.conn.SendRequest(keepaliveRequest, true, nil)
 					replies <- err == nil
 				})
 			}
-			t.Reset(interval)
+		case <-dead.C:
+			log.Warn("edge dropped: keepalives unanswered", "missed", maxMissedKeepalives, "interval", interval)
+			return
 		}
 	}
 }

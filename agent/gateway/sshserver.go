@@ -109,29 +109,27 @@ func (l *failLimiter) allow(key string, now time.Time) bool {
 	return true
 }
 
-// handleConn runs one edge connection: admission, handshake, tunnel, until it ends.
+// handleConn runs one edge connection: admission, handshake, tunnel, until it ends. This
+// goroutine is also the connection's supervisor (requests, channels, keepalive): with the
+// three of x/crypto/ssh, the two of yamux and refuseStreams, an idle edge costs seven
+// goroutines.
 func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
-	log := g.log.With("remote_addr", nc.RemoteAddr().String())
 	if !g.admit(ctx) {
-		log.Warn("edge connection dropped: too many SSH handshakes at once", "max", g.cfg.MaxHandshakes)
+		g.log.Warn("edge connection dropped: too many SSH handshakes at once", "max", g.cfg.MaxHandshakes,
+			"remote_addr", nc.RemoteAddr().String())
 		return
 	}
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(nc, g.sshConfig)
 	<-g.handshakes
 	if err != nil {
-		log.Debug("ssh handshake failed", "err", err)
+		g.log.Debug("ssh handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
 		return
 	}
-	defer sc.Close()
-	// Every global request (tcpip-forward, keepalive, …) is answered false.
-	g.wg.Go(func() { ssh.DiscardRequests(reqs) })
-	connDone := make(chan struct{})
-	g.wg.Go(func() {
-		sc.Wait()
-		close(connDone)
-	})
+	c := &sshConn{sc: sc, reqs: reqs, chans: chans}
+	defer c.close()
+	log := g.log.With("remote_addr", nc.RemoteAddr().String())
 	// Identity comes from the permissions of the completed handshake (CVE-2024-45337).
 	fp := ""
 	if sc.Permissions != nil {
@@ -143,28 +141,95 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log = log.With("fingerprint", fp)
-	tunnels := make(chan tunnelOpen, 1)
-	g.wg.Go(func() { g.routeChannels(chans, tunnels, log) })
-
-	timer := time.NewTimer(g.cfg.HandshakeTimeout)
-	defer timer.Stop()
-	var t tunnelOpen
-	select {
-	case t = <-tunnels:
-	case <-timer.C:
-		log.Warn("edge dropped: no tunnel channel opened in time", "timeout", g.cfg.HandshakeTimeout)
-		return
-	case <-connDone:
-		return
-	case <-ctx.Done():
-		return
-	}
-	if t.err != nil {
-		log.Warn("edge dropped: tunnel refused", "err", t.err)
+	t, ok := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
+	if !ok {
 		return
 	}
 	nc.SetDeadline(time.Time{})
-	g.serveTunnel(ctx, sc, key, t, connDone, log)
+	g.serveTunnel(ctx, c, key, t, log)
+}
+
+// sshConn is an established SSH connection with the Go channels x/crypto/ssh feeds: they are
+// served by the connection's one goroutine, and drained by close so that the library's
+// reader never blocks on them.
+type sshConn struct {
+	sc     *ssh.ServerConn
+	reqs   <-chan *ssh.Request   // global requests
+	chans  <-chan ssh.NewChannel // channel opens
+	chReqs <-chan *ssh.Request   // requests on the tunnel channel; nil before it is open
+}
+
+// close closes the connection and drains its channels until x/crypto/ssh closes them.
+func (c *sshConn) close() {
+	c.sc.Close()
+	for c.reqs != nil || c.chans != nil || c.chReqs != nil {
+		select {
+		case r, ok := <-c.reqs:
+			if !ok {
+				c.reqs = nil
+			} else if r.WantReply {
+				r.Reply(false, nil)
+			}
+		case nch, ok := <-c.chans:
+			if !ok {
+				c.chans = nil
+			} else {
+				nch.Reject(ssh.ConnectionFailed, "connection closing")
+			}
+		case r, ok := <-c.chReqs:
+			if !ok {
+				c.chReqs = nil
+			} else if r.WantReply {
+				r.Reply(false, nil)
+			}
+		}
+	}
+}
+
+// serveRequest answers false to a request: every global request (tcpip-forward, keepalive, …)
+// and every request on the tunnel channel. It reports false once src is closed.
+func serveRequest(r *ssh.Request, ok bool) bool {
+	if ok && r.WantReply {
+		r.Reply(false, nil)
+	}
+	return ok
+}
+
+// awaitTunnel waits for the first valid tunnel channel, answering requests meanwhile.
+func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *slog.Logger) (tunnelOpen, bool) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		select {
+		case r, ok := <-c.reqs:
+			if !serveRequest(r, ok) {
+				c.reqs = nil
+				return tunnelOpen{}, false
+			}
+		case nch, ok := <-c.chans:
+			if !ok {
+				c.chans = nil
+				return tunnelOpen{}, false
+			}
+			if nch.ChannelType() != protocol.ChannelType {
+				log.Debug("channel refused", "type", trunc(nch.ChannelType(), 64))
+				nch.Reject(ssh.Prohibited, "only the mcp tunnel is served")
+				continue
+			}
+			t := acceptTunnel(nch)
+			if t.err != nil {
+				log.Warn("edge dropped: tunnel refused", "err", t.err)
+				return t, false
+			}
+			c.chReqs = t.reqs
+			return t, true
+		case <-timer.C:
+			log.Warn("edge dropped: no tunnel channel opened in time", "timeout", timeout)
+			return tunnelOpen{}, false
+		case <-ctx.Done():
+			return tunnelOpen{}, false
+		}
+	}
 }
 
 // admit takes a handshake slot, waiting at most admissionWait.
@@ -189,38 +254,23 @@ func (g *Gateway) admit(ctx context.Context) bool {
 // tunnelOpen is the accepted tunnel channel with the edge's Hello, or why it was refused.
 type tunnelOpen struct {
 	ch    ssh.Channel
+	reqs  <-chan *ssh.Request
 	hello protocol.Hello
 	err   error
 }
 
-// routeChannels drains chans for the life of the connection: the first valid tunnel channel is
-// accepted and handed over, everything else is refused.
-func (g *Gateway) routeChannels(chans <-chan ssh.NewChannel, tunnels chan<- tunnelOpen, log *slog.Logger) {
-	accepted := false
-	for nc := range chans {
-		switch {
-		case nc.ChannelType() != protocol.ChannelType:
-			log.Debug("channel refused", "type", trunc(nc.ChannelType(), 64))
-			nc.Reject(ssh.Prohibited, "only the mcp tunnel is served")
-		case accepted:
-			nc.Reject(ssh.Prohibited, "only one mcp tunnel per connection")
-		default:
-			accepted = true
-			hello, err := parseHello(nc.ExtraData())
-			if err != nil {
-				nc.Reject(ssh.Prohibited, err.Error())
-				tunnels <- tunnelOpen{err: err}
-				continue
-			}
-			ch, reqs, err := nc.Accept()
-			if err != nil {
-				tunnels <- tunnelOpen{err: fmt.Errorf("accept tunnel channel: %w", err)}
-				continue
-			}
-			g.wg.Go(func() { ssh.DiscardRequests(reqs) }) // no request on the tunnel is served
-			tunnels <- tunnelOpen{ch: ch, hello: hello}
-		}
+// acceptTunnel validates the Hello of a tunnel channel open and accepts it, or rejects it.
+func acceptTunnel(nch ssh.NewChannel) tunnelOpen {
+	hello, err := parseHello(nch.ExtraData())
+	if err != nil {
+		nch.Reject(ssh.Prohibited, err.Error())
+		return tunnelOpen{err: err}
 	}
+	ch, reqs, err := nch.Accept()
+	if err != nil {
+		return tunnelOpen{err: fmt.Errorf("accept tunnel channel: %w", err)}
+	}
+	return tunnelOpen{ch: ch, reqs: reqs, hello: hello}
 }
 
 // parseHello decodes and validates the channel-open extra data.
@@ -239,14 +289,18 @@ func parseHello(b []byte) (protocol.Hello, error) {
 }
 
 // serveTunnel runs the yamux session over the tunnel channel until the connection ends.
-func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *authKey, t tunnelOpen, connDone <-chan struct{}, log *slog.Logger) {
-	sess, err := yamux.Client(t.ch, protocol.YamuxConfig(g.cfg.Log))
+func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t tunnelOpen, log *slog.Logger) {
+	// The gateway only opens streams, at most MaxConcurrent at once: the accept backlog (which
+	// also bounds streams opened and not yet acknowledged) need not be larger.
+	ycfg := *g.yamuxConfig
+	ycfg.AcceptBacklog = min(ycfg.AcceptBacklog, max(t.hello.MaxConcurrent, 1))
+	sess, err := yamux.Client(t.ch, &ycfg)
 	if err != nil {
 		log.Error("start yamux session", "err", err)
 		t.ch.Close()
 		return
 	}
-	e := newEdge(key.fp, t.hello, sc, sess)
+	e := newEdge(key.fp, t.hello, c.sc, sess)
 	if old := g.reg.add(e, key.name, g.keys.boundTo); old != nil {
 		log.Info("edge reconnected: closing its stale session", "stale_remote_addr", old.remote)
 		old.close()
@@ -262,13 +316,8 @@ func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *auth
 		"max_concurrent", t.hello.MaxConcurrent)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_connect", Edge: name, Fingerprint: e.fp, RemoteAddr: e.remote, Outcome: "ok"})
 
-	g.wg.Go(func() { g.keepalive(ctx, e, log) })
 	g.wg.Go(func() { refuseStreams(e, log) })
-	select {
-	case <-ctx.Done():
-	case <-sess.CloseChan():
-	case <-connDone:
-	}
+	g.supervise(ctx, c, e, log)
 	e.close()
 	g.reg.remove(e)
 	since := time.Since(e.since).Milliseconds()

@@ -33,10 +33,22 @@ type target struct {
 	fingerprint string // "" when unknown
 }
 
+// connectedLookup is implemented by a Fleet that finds one connected edge without listing
+// them all (*gateway.Gateway does); the full listing is the fallback for the others.
+type connectedLookup interface {
+	Lookup(ref string) (name, fingerprint string, ok bool)
+}
+
 // resolve looks edge up by name (case folded) or fingerprint, for naming it in results and
 // audit lines. An edge not found is still passed on: the Fleet gives the authoritative answer.
 func (h *handlers) resolve(edge string) target {
 	t := target{arg: edge, name: edge}
+	if l, ok := h.fleet.(connectedLookup); ok {
+		if name, fp, found := l.Lookup(edge); found {
+			t.name, t.fingerprint = name, fp
+			return t
+		}
+	}
 	lower := strings.ToLower(edge)
 	for _, e := range h.fleet.Edges(false) {
 		if e.Name == lower || e.Fingerprint == edge {

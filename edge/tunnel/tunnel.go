@@ -38,6 +38,9 @@ type Config struct {
 	Hello             protocol.Hello // sent when opening the tunnel channel
 	KeepaliveInterval time.Duration  // SSH keepalive period; 3 missed in a row drop the connection
 	BackoffMax        time.Duration  // reconnect backoff cap; also how long a connection must last to reset it
+	// Dial opens the TCP connection to a gateway; nil dials directly with a 10 s timeout. The
+	// edge simulator sets it to spread many edges over several local source addresses.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Serve handles one yamux stream opened by the gateway; it owns and closes the stream.
@@ -136,8 +139,14 @@ func sanitizeVersion(v string) string {
 // runConn makes one connection to addr and serves it until it breaks or ctx is done.
 func runConn(ctx context.Context, cfg Config, addr string, hello []byte, serve Serve, log *slog.Logger) error {
 	log = log.With("gateway", addr)
-	d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	dial := cfg.Dial
+	if dial == nil {
+		d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
+		dial = d.DialContext
+	}
+	dctx, cancelDial := context.WithTimeout(ctx, dialTimeout)
+	nc, err := dial(dctx, "tcp", addr)
+	cancelDial()
 	if err != nil {
 		return fmt.Errorf("dial: %w", err)
 	}
