@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -115,13 +116,25 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	log := g.log.With("remote_addr", nc.RemoteAddr().String())
 	if !g.admit(ctx) {
 		log.Warn("edge connection dropped: too many SSH handshakes at once", "max", g.cfg.MaxHandshakes)
+		g.cfg.Metrics.Handshake(HandshakeBusy)
 		return
 	}
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
-	sc, chans, reqs, err := ssh.NewServerConn(nc, g.sshConfig)
+	// A per-connection copy of the config notes whether an unauthorized key was offered.
+	var refused atomic.Bool
+	conf := *g.sshConfig
+	conf.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		p, err := g.sshConfig.PublicKeyCallback(meta, key)
+		if err != nil {
+			refused.Store(true)
+		}
+		return p, err
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, &conf)
 	<-g.handshakes
 	if err != nil {
 		log.Debug("ssh handshake failed", "err", err)
+		g.cfg.Metrics.Handshake(handshakeOutcome(err, refused.Load()))
 		return
 	}
 	defer sc.Close()
@@ -153,16 +166,20 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	case t = <-tunnels:
 	case <-timer.C:
 		log.Warn("edge dropped: no tunnel channel opened in time", "timeout", g.cfg.HandshakeTimeout)
+		g.cfg.Metrics.Handshake(HandshakeTimeout)
 		return
 	case <-connDone:
+		g.cfg.Metrics.Handshake(HandshakeProtocol)
 		return
 	case <-ctx.Done():
 		return
 	}
 	if t.err != nil {
 		log.Warn("edge dropped: tunnel refused", "err", t.err)
+		g.cfg.Metrics.Handshake(HandshakeBadTunnel)
 		return
 	}
+	g.cfg.Metrics.Handshake(HandshakeOK)
 	nc.SetDeadline(time.Time{})
 	g.serveTunnel(ctx, sc, key, t, connDone, log)
 }
