@@ -29,6 +29,9 @@ type config struct {
 	Transport         string        `envconfig:"MCP_TRANSPORT" default:"stdio"`
 	HTTPAddr          string        `envconfig:"MCP_HTTP_ADDR" default:":3333"`
 	HTTPToken         string        `envconfig:"MCP_HTTP_TOKEN"`
+	HTTPTLSCert       string        `envconfig:"MCP_HTTP_TLS_CERT"`
+	HTTPTLSKey        string        `envconfig:"MCP_HTTP_TLS_KEY"`
+	MetricsToken      string        `envconfig:"METRICS_TOKEN"`
 	KeepaliveInterval time.Duration `envconfig:"KEEPALIVE_INTERVAL" default:"15s"`
 	ExecTimeout       time.Duration `envconfig:"EXEC_TIMEOUT" default:"30s"`
 	ExecTimeoutMax    time.Duration `envconfig:"EXEC_TIMEOUT_MAX" default:"1h"`
@@ -37,6 +40,8 @@ type config struct {
 	MaxTransferBytes  int64         `envconfig:"MAX_TRANSFER_BYTES" default:"17179869184"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"text"`
+
+	tlsCert *certFile // loaded from HTTPTLSCert/HTTPTLSKey by complete; nil without TLS
 }
 
 // loadConfig reads and validates the environment. Every error names the variable at fault.
@@ -77,6 +82,16 @@ func (c *config) complete() error {
 		}
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			return fmt.Errorf("MCP_HTTP_ADDR=%q is not [host]:port", c.HTTPAddr)
+		}
+		if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+			return errors.New("MCP_HTTP_TLS_CERT and MCP_HTTP_TLS_KEY must be set together (or neither, for plain HTTP)")
+		}
+		if c.HTTPTLSCert != "" {
+			cert, err := loadCertFile(c.HTTPTLSCert, c.HTTPTLSKey)
+			if err != nil {
+				return err
+			}
+			c.tlsCert = cert
 		}
 	default:
 		return fmt.Errorf("MCP_TRANSPORT=%q is not supported: use stdio or http", c.Transport)

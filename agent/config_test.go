@@ -21,6 +21,8 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		{map[string]string{"MCP_TRANSPORT": "carrier-pigeon"}, "MCP_TRANSPORT"},
 		{map[string]string{"MCP_TRANSPORT": "http"}, "MCP_HTTP_TOKEN"},
 		{map[string]string{"MCP_TRANSPORT": "http", "MCP_HTTP_TOKEN": "t"}, ""},
+		{map[string]string{"MCP_TRANSPORT": "http", "MCP_HTTP_TOKEN": "t", "MCP_HTTP_TLS_CERT": "/c"}, "MCP_HTTP_TLS_KEY"},
+		{map[string]string{"MCP_TRANSPORT": "http", "MCP_HTTP_TOKEN": "t", "MCP_HTTP_TLS_CERT": "/nonexistent/c", "MCP_HTTP_TLS_KEY": "/nonexistent/k"}, "MCP_HTTP_TLS_CERT"},
 		{map[string]string{"MAX_OUTPUT_BYTES": "0"}, "MAX_OUTPUT_BYTES"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"PUBLIC_ADDR": "nohost"}, "PUBLIC_ADDR"},

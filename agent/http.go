@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -13,32 +14,49 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 )
 
-// serveHTTP serves MCP over streamable HTTP at /mcp, guarded by the bearer token, and an
-// unauthenticated /healthz. It returns when ctx is done, after in-flight requests finish
-// (bounded by callCtx, which the caller cancels after the shutdown grace).
-func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, log *slog.Logger) error {
+// HTTP server limits. No write timeout: a tool call may stream progress for as long as
+// EXEC_TIMEOUT_MAX.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpIdleTimeout       = 2 * time.Minute
+	httpMaxHeaderBytes    = 64 << 10
+	// httpSessionIdleTTL forgets MCP sessions whose client vanished without a DELETE, so a
+	// gateway that runs for months does not accumulate them.
+	httpSessionIdleTTL = time.Hour
+)
+
+// serveHTTP serves MCP over streamable HTTP at /mcp and the metrics at /metrics, both guarded
+// by bearer tokens, and an unauthenticated /healthz; over TLS when a certificate is configured.
+// It returns when ctx is done, after in-flight requests finish (bounded by callCtx, which the
+// caller cancels after the shutdown grace).
+func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, metrics http.Handler, log *slog.Logger) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
 		server.WithStreamableHTTPLogger(log),
+		server.WithSessionIdleTTL(httpSessionIdleTTL),
 		server.WithHTTPContextFunc(func(ctx context.Context, _ *http.Request) context.Context { return ctx }),
 	)
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain")
-		w.Write([]byte("ok\n"))
-	})
-	mux.Handle("/mcp", requireToken(cfg.HTTPToken, mcpHandler))
 	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		Handler:           newHTTPHandler(cfg, mcpHandler, metrics, log),
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
 		BaseContext:       func(net.Listener) context.Context { return callCtx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	scheme := "http"
+	if cfg.tlsCert != nil {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cfg.tlsCert.get}
+		scheme = "https"
 	}
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
-		return err
+		return errors.New("MCP_HTTP_ADDR: " + err.Error())
 	}
-	log.Info("mcp http listening", "addr", ln.Addr().String(), "path", "/mcp")
+	if srv.TLSConfig != nil {
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	log.Info("mcp http listening", "addr", ln.Addr().String(), "scheme", scheme, "path", "/mcp")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -56,14 +74,41 @@ func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, l
 	return err
 }
 
-// requireToken answers 401 to any request without the bearer token, before any MCP work.
-func requireToken(token string, next http.Handler) http.Handler {
+// newHTTPHandler routes /healthz (open), /mcp (MCP_HTTP_TOKEN) and /metrics (METRICS_TOKEN,
+// else MCP_HTTP_TOKEN). Request bodies are bounded by the largest upload a call may carry.
+func newHTTPHandler(cfg *config, mcpHandler, metrics http.Handler, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	// base64 of MAX_UPLOAD_BYTES plus room for the JSON-RPC envelope.
+	maxBody := cfg.MaxUploadBytes/3*4 + 1<<20
+	mux.Handle("/mcp", requireToken(cfg.HTTPToken, "MCP_HTTP_TOKEN", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		mcpHandler.ServeHTTP(w, r)
+	})))
+	if metrics != nil {
+		token, name := cfg.MetricsToken, "METRICS_TOKEN"
+		if token == "" {
+			token, name = cfg.HTTPToken, "MCP_HTTP_TOKEN"
+		}
+		mux.Handle("/metrics", requireToken(token, name, log, metrics))
+	}
+	return mux
+}
+
+// requireToken answers 401 at once to a request without the bearer token: before any MCP work,
+// without reading the body, and closing the connection so a guesser holds nothing open.
+func requireToken(token, setting string, log *slog.Logger, next http.Handler) http.Handler {
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(strings.TrimSpace(r.Header.Get("Authorization")))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+			log.Debug("http request refused: missing or wrong bearer token", "path", r.URL.Path, "remote_addr", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mcp-ssh-gateway"`)
-			http.Error(w, "missing or wrong bearer token (MCP_HTTP_TOKEN)", http.StatusUnauthorized)
+			w.Header().Set("Connection", "close")
+			http.Error(w, "missing or wrong bearer token ("+setting+")", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/metrics"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/tools"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 )
@@ -32,15 +33,17 @@ const usage = `mcp-ssh-gateway: an SSH gateway for edge devices, exposed as an M
 Usage:
   mcp-ssh-gateway              run the gateway (settings from the environment)
   mcp-ssh-gateway --version    print the version
+  mcp-ssh-gateway healthcheck  exit 0 if the local gateway answers GET /healthz (MCP_TRANSPORT=http)
   mcp-ssh-gateway --help       print this help
 
 Edges dial in over SSH (SSH_BIND:SSH_PORT, default 0.0.0.0:2222) and are admitted when their
 key is in AUTHORIZED_KEYS_FILE. MCP clients talk to the gateway over stdio (MCP_TRANSPORT=stdio,
-the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_HTTP_TOKEN).
+the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_HTTP_TOKEN), which also serves
+/healthz (no token) and Prometheus metrics at /metrics (METRICS_TOKEN, else MCP_HTTP_TOKEN).
 
 Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
 AUTHORIZED_KEYS_FILE PROVISION_TOKEN STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT MCP_HTTP_ADDR
-MCP_HTTP_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES
+MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES
 MAX_UPLOAD_BYTES LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
 `
 
@@ -57,6 +60,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		case "--help", "-help", "-h", "help":
 			fmt.Fprint(stdout, usage)
 			return 0
+		case "healthcheck":
+			return healthcheck(os.Getenv, stderr)
 		default:
 			fmt.Fprintf(stderr, "mcp-ssh-gateway: unknown argument %q (see --help)\n", args[0])
 			return 2
@@ -114,6 +119,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	}
 	defer auditLog.Close()
 
+	mtr := metrics.New()
 	gw, err := gateway.New(gateway.Config{
 		HostKey:             hostKey,
 		Bind:                cfg.sshAddr(),
@@ -125,10 +131,12 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		ProvisioningEnabled: cfg.ProvisionToken != "",
 		Audit:               auditLog,
 		Log:                 log,
+		Metrics:             mtr,
 	})
 	if err != nil {
 		return fmt.Errorf("AUTHORIZED_KEYS_FILE: %w", err)
 	}
+	mtr.Observe(gw, auditLog)
 	addr, err := gw.Listen()
 	if err != nil {
 		return fmt.Errorf("SSH_BIND/SSH_PORT: %w", err)
@@ -178,7 +186,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 
 	switch cfg.Transport {
 	case "http":
-		err = serveHTTP(ctx, callCtx, cfg, mcpSrv, log)
+		err = serveHTTP(ctx, callCtx, cfg, mcpSrv, mtr.Handler(), log)
 	default:
 		err = tools.ServeStdio(callCtx, mcpSrv, stdin, stdout)
 	}

@@ -31,13 +31,16 @@ func TestFaultConcurrentCalls(t *testing.T) {
 	if err := keys.WriteFileAtomic(f.authFile, scale.AuthorizedKeys(ids), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := f.startGateway(t, map[string]string{"LOG_LEVEL": "info"})
+	// Keepalives far above the test's length: this test is about 1,000 calls each answered
+	// once, and under -race beside the parallel tests a 1 s keepalive (dead after 3 s without
+	// an answer) can drop a starved but healthy edge mid-test.
+	g := f.startGateway(t, map[string]string{"LOG_LEVEL": "info", "KEEPALIVE_INTERVAL": "30s"})
 	edgeState := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	fleet, err := scale.StartFleet(ctx, scale.FleetConfig{
 		Gateway: g.addr, HostKey: f.hostFP, StateDir: edgeState,
-		KeepaliveInterval: time.Second, BackoffMax: 2 * time.Second,
+		KeepaliveInterval: 30 * time.Second, BackoffMax: 2 * time.Second,
 	}, ids)
 	if err != nil {
 		t.Fatal(err)

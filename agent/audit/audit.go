@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,6 +31,8 @@ type Logger struct {
 	prev string
 	log  *slog.Logger
 	now  func() time.Time
+
+	lines atomic.Uint64 // lines written since Open, for the metrics
 }
 
 // Open opens (creating 0600) the audit log at path for appending and recovers the hash chain
@@ -110,6 +113,15 @@ func (l *Logger) Write(e Event) {
 		return
 	}
 	l.prev = hashLine(line)
+	l.lines.Add(1)
+}
+
+// Lines is the number of lines written since Open (a monitoring counter); 0 for nil.
+func (l *Logger) Lines() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.lines.Load()
 }
 
 func cut(s string, n int) string {

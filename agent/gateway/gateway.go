@@ -42,6 +42,7 @@ type Config struct {
 	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
 	Audit               *audit.Logger // nil discards
 	Log                 *slog.Logger  // nil discards
+	Metrics             Metrics       // nil records nothing
 }
 
 // Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
@@ -79,6 +80,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
 	}
 	if cfg.KeepaliveInterval <= 0 {
 		cfg.KeepaliveInterval = defaultKeepaliveInterval

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -75,6 +76,26 @@ func (g *Gateway) DeviceInfo(ctx context.Context, edge string, refresh bool) (pr
 // body, if not nil, is sent as FrameData frames ending with an empty one; onFrame sees every
 // other frame the edge sends before the result.
 func (g *Gateway) call(ctx context.Context, ref, method string, params any, body io.Reader,
+	onFrame func(t protocol.FrameType, b []byte)) (payload []byte, err error) {
+	var sent, received atomic.Int64
+	start := time.Now()
+	defer func() {
+		g.cfg.Metrics.RPC(method, rpcOutcome(payload, err), time.Since(start), sent.Load(), received.Load())
+	}()
+	if body != nil {
+		body = countingReader{r: body, n: &sent}
+	}
+	count := func(t protocol.FrameType, b []byte) {
+		received.Add(int64(len(b)))
+		if onFrame != nil {
+			onFrame(t, b)
+		}
+	}
+	return g.callEdge(ctx, ref, method, params, body, count)
+}
+
+// callEdge is call without the metrics.
+func (g *Gateway) callEdge(ctx context.Context, ref, method string, params any, body io.Reader,
 	onFrame func(t protocol.FrameType, b []byte)) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s on %s: %w", method, ref, err)

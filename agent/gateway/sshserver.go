@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -118,13 +119,25 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	if !g.admit(ctx) {
 		g.log.Warn("edge connection dropped: too many SSH handshakes at once", "max", g.cfg.MaxHandshakes,
 			"remote_addr", nc.RemoteAddr().String())
+		g.cfg.Metrics.Handshake(HandshakeBusy)
 		return
 	}
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
-	sc, chans, reqs, err := ssh.NewServerConn(nc, g.sshConfig)
+	// A per-connection copy of the config notes whether an unauthorized key was offered.
+	var refused atomic.Bool
+	conf := *g.sshConfig
+	conf.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+		p, err := g.sshConfig.PublicKeyCallback(meta, key)
+		if err != nil {
+			refused.Store(true)
+		}
+		return p, err
+	}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, &conf)
 	<-g.handshakes
 	if err != nil {
 		g.log.Debug("ssh handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
+		g.cfg.Metrics.Handshake(handshakeOutcome(err, refused.Load()))
 		return
 	}
 	c := &sshConn{sc: sc, reqs: reqs, chans: chans}
@@ -141,8 +154,11 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log = log.With("fingerprint", fp)
-	t, ok := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
-	if !ok {
+	t, outcome := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
+	if outcome != "" {
+		g.cfg.Metrics.Handshake(outcome)
+	}
+	if outcome != HandshakeOK {
 		return
 	}
 	nc.SetDeadline(time.Time{})
@@ -195,8 +211,10 @@ func serveRequest(r *ssh.Request, ok bool) bool {
 	return ok
 }
 
-// awaitTunnel waits for the first valid tunnel channel, answering requests meanwhile.
-func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *slog.Logger) (tunnelOpen, bool) {
+// awaitTunnel waits for the first valid tunnel channel, answering requests meanwhile. The
+// outcome is HandshakeOK once the tunnel is open, a failure reason otherwise, or "" when ctx
+// ended (a gateway shutting down is no edge's failure).
+func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *slog.Logger) (tunnelOpen, string) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
@@ -204,12 +222,12 @@ func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *s
 		case r, ok := <-c.reqs:
 			if !serveRequest(r, ok) {
 				c.reqs = nil
-				return tunnelOpen{}, false
+				return tunnelOpen{}, HandshakeProtocol
 			}
 		case nch, ok := <-c.chans:
 			if !ok {
 				c.chans = nil
-				return tunnelOpen{}, false
+				return tunnelOpen{}, HandshakeProtocol
 			}
 			if nch.ChannelType() != protocol.ChannelType {
 				log.Debug("channel refused", "type", trunc(nch.ChannelType(), 64))
@@ -219,15 +237,15 @@ func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *s
 			t := acceptTunnel(nch)
 			if t.err != nil {
 				log.Warn("edge dropped: tunnel refused", "err", t.err)
-				return t, false
+				return t, HandshakeBadTunnel
 			}
 			c.chReqs = t.reqs
-			return t, true
+			return t, HandshakeOK
 		case <-timer.C:
 			log.Warn("edge dropped: no tunnel channel opened in time", "timeout", timeout)
-			return tunnelOpen{}, false
+			return tunnelOpen{}, HandshakeTimeout
 		case <-ctx.Done():
-			return tunnelOpen{}, false
+			return tunnelOpen{}, ""
 		}
 	}
 }
