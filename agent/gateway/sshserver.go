@@ -30,8 +30,16 @@ const (
 // errTooManyFiles is the accept error worth retrying after a pause.
 var errTooManyFiles = syscall.EMFILE
 
-// newServerConfig allows public-key authentication only, against the authorized set.
-func (g *Gateway) newServerConfig() *ssh.ServerConfig {
+// connAuth is what one connection's authentication remembers.
+type connAuth struct {
+	mu      sync.Mutex
+	unknown ssh.PublicKey // the last unknown key offered (partial success)
+}
+
+// newServerConfig allows public-key authentication against the authorized set; an unknown key
+// that proves possession may go on to answer an enrolment secret (keyboard-interactive). One
+// config per connection, so the callbacks share that connection's state.
+func (g *Gateway) newServerConfig(st *connAuth) *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
 		ServerVersion: "SSH-2.0-mcp-ssh-gateway_" + bannerVersion(g.cfg.Version),
 		MaxAuthTries:  3,
@@ -39,10 +47,22 @@ func (g *Gateway) newServerConfig() *ssh.ServerConfig {
 			fp := ssh.FingerprintSHA256(key)
 			if g.keys.lookup(fp) == nil {
 				g.authFailure(fp, meta.RemoteAddr())
-				return nil, fmt.Errorf("key %s is not authorized", fp)
+				if _, isCert := key.(*ssh.Certificate); isCert || g.cfg.StateDir == "" {
+					return nil, fmt.Errorf("key %s is not authorized", fp)
+				}
+				// An unknown key may still enrol: it must first prove it holds the private
+				// key (the library verifies the signature before honouring a partial
+				// success), then answer the one-time secret.
+				st.mu.Lock()
+				st.unknown = key
+				st.mu.Unlock()
+				return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+					KeyboardInteractiveCallback: g.enrollCallback(key),
+				}}
 			}
 			return &ssh.Permissions{Extensions: map[string]string{permFingerprint: fp}}, nil
 		},
+		AuthLogCallback: func(meta ssh.ConnMetadata, method string, err error) { g.authLog(meta, st, method, err) },
 	}
 	c.AddHostKey(g.cfg.HostKey)
 	return c
@@ -118,7 +138,7 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
-	sc, chans, reqs, err := ssh.NewServerConn(nc, g.sshConfig)
+	sc, chans, reqs, err := ssh.NewServerConn(nc, g.newServerConfig(&connAuth{}))
 	<-g.handshakes
 	if err != nil {
 		log.Debug("ssh handshake failed", "err", err)
