@@ -181,6 +181,7 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	}
 	if t.err != nil {
 		log.Warn("edge dropped: tunnel refused", "err", t.err)
+		g.refused(fp, nc.RemoteAddr(), "tunnel refused: "+t.err.Error())
 		return
 	}
 	nc.SetDeadline(time.Time{})
@@ -283,7 +284,11 @@ func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *auth
 	g.cfg.Audit.Write(audit.Event{Event: "edge_connect", Edge: name, Fingerprint: e.fp, RemoteAddr: e.remote, Outcome: "ok"})
 
 	g.wg.Go(func() { g.keepalive(ctx, e, log) })
-	g.wg.Go(func() { refuseStreams(e, log) })
+	g.wg.Go(func() {
+		if refuseStreams(e, log) {
+			g.refused(e.fp, e.conn.RemoteAddr(), "edge opened a stream (protocol violation)")
+		}
+	})
 	select {
 	case <-ctx.Done():
 	case <-sess.CloseChan():
@@ -299,12 +304,28 @@ func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *auth
 
 // refuseStreams treats a stream opened by the edge as a protocol violation: only the gateway
 // opens streams, so the whole tunnel is closed.
-func refuseStreams(e *edge, log *slog.Logger) {
+// It reports whether that happened.
+func refuseStreams(e *edge, log *slog.Logger) bool {
 	s, err := e.sess.AcceptStream()
 	if err != nil {
-		return // session closed
+		return false // session closed
 	}
 	s.Close()
 	log.Warn("edge opened a stream (protocol violation): closing its tunnel")
 	e.close()
+	return true
+}
+
+// refused audits a refusal of an authenticated edge (bad hello, protocol violation), at most
+// once per key, source address and reason a minute, so a flood cannot grow the log fast.
+func (g *Gateway) refused(fp string, addr net.Addr, reason string) {
+	reason = trunc(reason, 200)
+	host := addr.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !g.authFails.allow(fp+" "+host+" "+reason, time.Now()) {
+		return
+	}
+	g.cfg.Audit.Write(audit.Event{Event: "edge_refused", Fingerprint: fp, RemoteAddr: addr.String(), Outcome: "refused", Error: reason})
 }
