@@ -10,7 +10,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 
 # Fuzz targets as package:FuzzFunc; each runs for FUZZTIME.
 FUZZTIME     ?= 60s
-FUZZ_TARGETS := ./shared/protocol/:FuzzDecode
+FUZZ_TARGETS := ./shared/protocol/:FuzzDecode ./shared/protocol/:FuzzParseEnrollment ./agent/gateway/:FuzzAuthorizedKeys
 
 .PHONY: all build demo test lint fuzz clean
 
