@@ -62,7 +62,8 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rest = args[1:]
 	}
 	if err := fs.Parse(rest); err != nil {
-		return fail(2, "%s: %v\n%s", cmd, err, adminUsage)
+		// The error text is not shown: it may quote an argument, and that may be a secret.
+		return fail(2, "%s: bad flags (only --name, --labels and --ttl exist)\n%s", cmd, adminUsage)
 	}
 	labels, err := parseLabelFlag(*labelsFlag)
 	if err != nil {

@@ -27,6 +27,9 @@ var version = "dev"
 // minTokenLen is the PROVISION_TOKEN length below which the gateway warns at start.
 const minTokenLen = 16
 
+// shortToken reports whether a set provisioning token is too short to resist guessing.
+func shortToken(tok string) bool { return tok != "" && len(tok) < minTokenLen }
+
 // shutdownGrace bounds how long in-flight calls may run after SIGTERM.
 const shutdownGrace = 20 * time.Second
 
@@ -74,8 +77,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
-	if n := len(cfg.ProvisionToken); n > 0 && n < minTokenLen {
-		log.Warn("PROVISION_TOKEN is short: use at least 16 random characters (e.g. `openssl rand -hex 16`)", "length", n)
+	if shortToken(cfg.ProvisionToken) {
+		log.Warn("PROVISION_TOKEN is short: use at least 16 random characters (e.g. `openssl rand -hex 16`)", "length", len(cfg.ProvisionToken))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
