@@ -14,7 +14,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 
 # Fuzz targets as package:FuzzFunc; each runs for FUZZTIME.
 FUZZTIME     ?= 60s
-FUZZ_TARGETS := ./shared/protocol/:FuzzDecode
+FUZZ_TARGETS := ./shared/protocol/:FuzzDecode ./shared/protocol/:FuzzParseEnrollment ./agent/gateway/:FuzzAuthorizedKeys
 
 # Packaging (goreleaser v2 with nfpm; podman or docker for the image).
 GORELEASER   ?= goreleaser

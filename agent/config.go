@@ -25,6 +25,7 @@ type config struct {
 	ProvisionToken    string        `envconfig:"PROVISION_TOKEN"`
 	StateDir          string        `envconfig:"STATE_DIR"`
 	AuditLog          string        `envconfig:"AUDIT_LOG"`
+	AuditMaxBytes     int64         `envconfig:"AUDIT_LOG_MAX_BYTES" default:"104857600"`
 	FilesDir          string        `envconfig:"FILES_DIR"`
 	Transport         string        `envconfig:"MCP_TRANSPORT" default:"stdio"`
 	HTTPAddr          string        `envconfig:"MCP_HTTP_ADDR" default:":3333"`
@@ -110,7 +111,7 @@ func (c *config) complete() error {
 	for _, n := range []struct {
 		name string
 		v    int64
-	}{{"MAX_OUTPUT_BYTES", c.MaxOutputBytes}, {"MAX_UPLOAD_BYTES", c.MaxUploadBytes}, {"MAX_TRANSFER_BYTES", c.MaxTransferBytes}} {
+	}{{"MAX_OUTPUT_BYTES", c.MaxOutputBytes}, {"MAX_UPLOAD_BYTES", c.MaxUploadBytes}, {"MAX_TRANSFER_BYTES", c.MaxTransferBytes}, {"AUDIT_LOG_MAX_BYTES", c.AuditMaxBytes}} {
 		if n.v <= 0 {
 			return fmt.Errorf("%s=%d must be positive", n.name, n.v)
 		}

@@ -25,6 +25,12 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
+// minTokenLen is the PROVISION_TOKEN length below which the gateway warns at start.
+const minTokenLen = 16
+
+// shortToken reports whether a set provisioning token is too short to resist guessing.
+func shortToken(tok string) bool { return tok != "" && len(tok) < minTokenLen }
+
 // shutdownGrace bounds how long in-flight calls may run after SIGTERM.
 const shutdownGrace = 20 * time.Second
 
@@ -43,8 +49,9 @@ the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_
 
 Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
 AUTHORIZED_KEYS_FILE PROVISION_TOKEN STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT MCP_HTTP_ADDR
-MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES
-MAX_UPLOAD_BYTES LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
+MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT
+EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES AUDIT_LOG_MAX_BYTES LOG_LEVEL LOG_FORMAT. Logs go
+to stderr; stdout is the MCP stdio channel.
 `
 
 func main() {
@@ -58,11 +65,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, "mcp-ssh-gateway", version)
 			return 0
 		case "--help", "-help", "-h", "help":
-			fmt.Fprint(stdout, usage)
+			fmt.Fprint(stdout, usage+"\n"+adminUsage)
 			return 0
 		case "healthcheck":
 			return healthcheck(os.Getenv, stderr)
 		default:
+			if isAdminCommand(args) {
+				return runAdmin(args, stdin, stdout, stderr)
+			}
 			fmt.Fprintf(stderr, "mcp-ssh-gateway: unknown argument %q (see --help)\n", args[0])
 			return 2
 		}
@@ -73,6 +83,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	if shortToken(cfg.ProvisionToken) {
+		log.Warn("PROVISION_TOKEN is short: use at least 16 random characters (e.g. `openssl rand -hex 16`)", "length", len(cfg.ProvisionToken))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := serve(ctx, cfg, log, stdin, stdout); err != nil {
@@ -113,7 +126,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	if generated {
 		log.Info("generated a new host key", "file", cfg.HostKeyFile, "fingerprint", fp)
 	}
-	auditLog, err := audit.Open(cfg.AuditLog, log)
+	auditLog, err := audit.OpenSize(cfg.AuditLog, cfg.AuditMaxBytes, log)
 	if err != nil {
 		return fmt.Errorf("AUDIT_LOG: %w", err)
 	}
@@ -129,6 +142,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		Version:             version,
 		Mode:                cfg.Mode,
 		ProvisioningEnabled: cfg.ProvisionToken != "",
+		StateDir:            cfg.StateDir,
 		Audit:               auditLog,
 		Log:                 log,
 		Metrics:             mtr,

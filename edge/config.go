@@ -77,9 +77,10 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.Usage = func() {
 		stderr := fs.Output()
 		fmt.Fprintf(stderr, "mcp-ssh-edge %s: dials out to an mcp-ssh-gateway over SSH and serves its RPCs.\n\n", getVersion())
-		fmt.Fprintf(stderr, "Usage: mcp-ssh-edge [flags] [run|pubkey|pause|resume]\n\n")
+		fmt.Fprintf(stderr, "Usage: mcp-ssh-edge [flags] [run|pubkey|enroll STRING|pause|resume]\n\n")
 		fmt.Fprintf(stderr, "  run     keep the tunnel up and serve RPCs (default)\n")
 		fmt.Fprintf(stderr, "  pubkey  print this edge's public key line for the gateway's authorized_keys\n")
+		fmt.Fprintf(stderr, "  enroll  [--config FILE] STRING: enrol with a one-time string from the gateway and write the config file\n")
 		fmt.Fprintf(stderr, "  pause   refuse every RPC until resume\n  resume  serve RPCs again\n\n")
 		fmt.Fprintf(stderr, "Every flag has an EDGE_* environment variable; flags win. LOG_LEVEL, LOG_FORMAT=json.\n\n")
 		fs.PrintDefaults()

@@ -44,6 +44,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(rest) > 0 {
 		cmd = rest[0]
 	}
+	if cmd == "enroll" {
+		return runEnroll(s, rest[1:], os.Getenv, stdout, stderr)
+	}
 	if len(rest) > 1 {
 		fmt.Fprintf(stderr, "mcp-ssh-edge: unexpected arguments after %s: %v\n", cmd, rest[1:])
 		return 2
@@ -91,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "RPCs resumed\n")
 		return 0
 	}
-	fmt.Fprintf(stderr, "mcp-ssh-edge: unknown command %q (run, pubkey, pause, resume; see --help)\n", cmd)
+	fmt.Fprintf(stderr, "mcp-ssh-edge: unknown command %q (run, pubkey, enroll, pause, resume; see --help)\n", cmd)
 	return 2
 }
 

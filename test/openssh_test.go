@@ -67,6 +67,9 @@ func TestOpenSSHRefused(t *testing.T) {
 		{"shell", []string{"-tt", host}},
 		{"sftp subsystem", []string{"-s", host, "sftp"}},
 		{"remote forward", []string{"-N", "-o", "ExitOnForwardFailure=yes", "-R", "127.0.0.1:0:127.0.0.1:9", host}},
+		{"stdio forward -W", []string{"-W", "127.0.0.1:9", host}},
+		{"agent forwarding -A", []string{"-A", "-o", "ForwardAgent=yes", host, "touch " + canary}},
+		{"x11 forwarding -X", []string{"-X", host, "touch " + canary}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := run(t, 20*time.Second, tc.args...)
@@ -76,47 +79,62 @@ func TestOpenSSHRefused(t *testing.T) {
 		})
 	}
 
-	t.Run("local forward", func(t *testing.T) {
-		target, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer target.Close()
-		accepted := make(chan struct{}, 1)
-		go func() {
-			if c, err := target.Accept(); err == nil {
-				accepted <- struct{}{}
-				c.Close()
+	// -L and -D: either ssh gives up at once, or the forward it set up must carry nothing.
+	for _, fw := range []struct {
+		name  string
+		flag  func(lport int, target string) []string
+		hello func(target *net.TCPAddr) []byte
+	}{
+		{"local forward -L", func(lport int, target string) []string {
+			return []string{"-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, target)}
+		}, func(*net.TCPAddr) []byte { return []byte("x") }},
+		{"dynamic forward -D", func(lport int, _ string) []string {
+			return []string{"-D", fmt.Sprintf("127.0.0.1:%d", lport)}
+		}, func(a *net.TCPAddr) []byte { // SOCKS4 CONNECT to the target
+			return []byte{4, 1, byte(a.Port >> 8), byte(a.Port), 127, 0, 0, 1, 0}
+		}},
+	} {
+		t.Run(fw.name, func(t *testing.T) {
+			target, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
 			}
-		}()
-		lport := freePort(t)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "/usr/bin/ssh", sshArgs("-N", "-o", "ExitOnForwardFailure=yes",
-			"-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, target.Addr().String()), host)...)
-		cmd.Env = baseEnv(f.dir)
-		cmd.WaitDelay = 2 * time.Second
-		p := startProc(t, "ssh -L", cmd)
-		// Either ssh gives up at once, or the forward it set up must carry nothing.
-		deadline := time.Now().Add(3 * time.Second)
-		for time.Now().Before(deadline) && !p.exited() {
-			if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(lport), time.Second); err == nil {
-				c.SetDeadline(time.Now().Add(time.Second))
-				c.Write([]byte("x"))
-				c.Read(make([]byte, 1))
-				c.Close()
+			defer target.Close()
+			accepted := make(chan struct{}, 1)
+			go func() {
+				if c, err := target.Accept(); err == nil {
+					accepted <- struct{}{}
+					c.Close()
+				}
+			}()
+			lport := freePort(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			args := append([]string{"-N", "-o", "ExitOnForwardFailure=yes"}, fw.flag(lport, target.Addr().String())...)
+			cmd := exec.CommandContext(ctx, "/usr/bin/ssh", sshArgs(append(args, host)...)...)
+			cmd.Env = baseEnv(f.dir)
+			cmd.WaitDelay = 2 * time.Second
+			p := startProc(t, "ssh "+fw.name, cmd)
+			deadline := time.Now().Add(3 * time.Second)
+			for time.Now().Before(deadline) && !p.exited() {
+				if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(lport), time.Second); err == nil {
+					c.SetDeadline(time.Now().Add(time.Second))
+					c.Write(fw.hello(target.Addr().(*net.TCPAddr)))
+					c.Read(make([]byte, 8))
+					c.Close()
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		select {
-		case <-accepted:
-			t.Errorf("a connection went through the gateway to %s", target.Addr())
-		case <-time.After(500 * time.Millisecond):
-		}
-		if p.exited() && p.err == nil {
-			t.Errorf("ssh -L exited 0")
-		}
-	})
+			select {
+			case <-accepted:
+				t.Errorf("a connection went through the gateway to %s", target.Addr())
+			case <-time.After(500 * time.Millisecond):
+			}
+			if p.exited() && p.err == nil {
+				t.Errorf("ssh %s exited 0", fw.name)
+			}
+		})
+	}
 
 	if _, err := os.Stat(canary); err == nil {
 		t.Errorf("canary %s was created", canary)

@@ -3,7 +3,6 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -25,23 +24,37 @@ const maxLine = 64 << 10
 // Logger appends events to the audit log. A nil *Logger discards everything, so callers need
 // no checks. It is safe for concurrent use.
 type Logger struct {
-	mu   sync.Mutex
-	w    io.Writer
-	f    *os.File // nil when writing to stderr
-	prev string
-	log  *slog.Logger
-	now  func() time.Time
+	mu      sync.Mutex
+	w       io.Writer
+	f       *os.File // nil when writing to stderr
+	path    string
+	size    int64 // bytes in f
+	maxSize int64 // rotate before a line would take f past it; 0 = never
+	prev    string
+	log     *slog.Logger
+	now     func() time.Time
 
 	lines atomic.Uint64 // lines written since Open, for the metrics
 }
 
-// Open opens (creating 0600) the audit log at path for appending and recovers the hash chain
-// from its last line. path "-" writes to stderr.
+// DefaultMaxSize is the size at which Open rotates the audit log.
+const DefaultMaxSize = 100 << 20
+
+// Open opens the audit log at path with rotation at DefaultMaxSize; see OpenSize.
 func Open(path string, log *slog.Logger) (*Logger, error) {
+	return OpenSize(path, DefaultMaxSize, log)
+}
+
+// OpenSize opens (creating 0600) the audit log at path for appending and recovers the hash
+// chain from its last line. Before a line would take the file past maxSize bytes (0: never),
+// the file is renamed to <name>-<UTC time><ext> beside it and a new one started; the chain
+// goes on across files (the new file's first prev is the hash of the old file's last line),
+// so Files and VerifyFrom check the whole history. path "-" writes to stderr.
+func OpenSize(path string, maxSize int64, log *slog.Logger) (*Logger, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Logger{log: log, now: time.Now}
+	l := &Logger{log: log, now: time.Now, path: path, maxSize: maxSize}
 	if path == "-" {
 		l.w = os.Stderr
 		return l, nil
@@ -58,7 +71,15 @@ func Open(path string, log *slog.Logger) (*Logger, error) {
 		f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", path, err)
 	}
-	l.w, l.f, l.prev = f, f, prev
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
+	}
+	l.w, l.f, l.prev, l.size = f, f, prev, st.Size()
+	if prev == "" && l.size == 0 {
+		l.prev = lastRotatedHash(path)
+	}
 	return l, nil
 }
 
@@ -108,7 +129,14 @@ func (l *Logger) Write(e Event) {
 		l.log.Error("audit: encode event", "event", e.Event, "err", err)
 		return
 	}
-	if _, err := l.w.Write(append(line, '\n')); err != nil {
+	if l.f != nil && l.maxSize > 0 && l.size > 0 && l.size+int64(len(line))+1 > l.maxSize {
+		if err := l.rotate(); err != nil {
+			l.log.Error("audit: rotation failed, still writing to the current file", "err", err)
+		}
+	}
+	n, err := l.w.Write(append(line, '\n'))
+	l.size += int64(n)
+	if err != nil {
 		l.log.Error("audit: write failed", "event", e.Event, "err", err)
 		return
 	}
@@ -141,29 +169,11 @@ func (l *Logger) Close() error {
 	return l.f.Close()
 }
 
-// Verify reads an audit log and checks the hash chain. It returns the number of lines checked
-// and, on the first break, an error naming its line number.
+// Verify reads one audit log file and checks its hash chain. It returns the number of lines
+// checked and, on the first break, an error naming its line number.
 func Verify(r io.Reader) (int, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 4*maxLine)
-	prev, n := "", 0
-	for sc.Scan() {
-		n++
-		var e struct {
-			Prev *string `json:"prev"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.Prev == nil {
-			return n - 1, fmt.Errorf("line %d: not an audit event", n)
-		}
-		if n > 1 && *e.Prev != prev {
-			return n - 1, fmt.Errorf("line %d: prev hash does not match line %d: the log was edited or lines were removed", n, n-1)
-		}
-		prev = hashLine(sc.Bytes())
-	}
-	if err := sc.Err(); err != nil {
-		return n, fmt.Errorf("line %d: %w", n+1, err)
-	}
-	return n, nil
+	n, _, err := VerifyFrom(r, "", false)
+	return n, err
 }
 
 // Ptr returns a pointer to v, for the optional numeric fields of Event.

@@ -58,10 +58,10 @@ type fileStamp struct {
 // keyStore is the in-memory copy of AUTHORIZED_KEYS_FILE, reloaded when the file changes and
 // appended to by RegisterKey.
 type keyStore struct {
-	path      string
-	log       *slog.Logger
-	onRemoved func(fps []string) // called (outside locks) with keys that disappeared
-	writeMu   sync.Mutex         // serializes read-modify-write of the file
+	path     string
+	log      *slog.Logger
+	onChange func(added, removed []*authKey) // called (outside locks) after every change
+	writeMu  sync.Mutex                      // serializes read-modify-write of the file
 
 	mu    sync.RWMutex
 	set   *keySet
@@ -69,9 +69,10 @@ type keyStore struct {
 }
 
 // newKeyStore loads path; a missing file is an empty set (created on first registration).
-// onRemoved is told which keys disappeared on every later change.
-func newKeyStore(path string, log *slog.Logger, onRemoved func(fps []string)) (*keyStore, error) {
-	s := &keyStore{path: path, log: log, onRemoved: onRemoved}
+// onChange (may be nil) is told which keys appeared and disappeared on every later change,
+// whoever made it: this process, the admin CLI or an editor.
+func newKeyStore(path string, log *slog.Logger, onChange func(added, removed []*authKey)) (*keyStore, error) {
+	s := &keyStore{path: path, log: log, onChange: onChange}
 	if _, err := s.reload(); err != nil {
 		return nil, err
 	}
@@ -113,21 +114,26 @@ func (s *keyStore) reload() (removed int, err error) {
 	return s.swap(set, stamp), nil
 }
 
-// swap installs set and tells onRemoved which keys it no longer holds.
+// swap installs set and tells onChange which keys it gained and lost.
 func (s *keyStore) swap(set *keySet, stamp fileStamp) int {
-	var removed []string
+	var added, removed []*authKey
 	s.mu.Lock()
 	if s.set != nil {
-		for fp := range s.set.byFP {
+		for fp, k := range s.set.byFP {
 			if set.byFP[fp] == nil {
-				removed = append(removed, fp)
+				removed = append(removed, k)
+			}
+		}
+		for fp, k := range set.byFP {
+			if s.set.byFP[fp] == nil {
+				added = append(added, k)
 			}
 		}
 	}
 	s.set, s.stamp = set, stamp
 	s.mu.Unlock()
-	if len(removed) > 0 && s.onRemoved != nil {
-		s.onRemoved(removed)
+	if len(added)+len(removed) > 0 && s.onChange != nil {
+		s.onChange(added, removed)
 	}
 	return len(removed)
 }
@@ -214,49 +220,76 @@ func (s *keyStore) register(line, name string, labels map[string]string) (KeyAdd
 		return KeyAdded{}, err
 	}
 	fp := keys.Fingerprint(pub)
-
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	data, stamp, err := readAuthKeys(s.path)
+	var res KeyAdded
+	err = s.modify(func(data []byte, set *keySet) ([]byte, error) {
+		if k := set.byFP[fp]; k != nil {
+			res = KeyAdded{Fingerprint: fp, Name: k.name, Labels: maps.Clone(k.labels), Added: false}
+			return nil, nil
+		}
+		if other := set.byName[name]; name != "" && other != "" {
+			return nil, fmt.Errorf("name %q is already bound to key %s: choose another name or revoke that key first", name, other)
+		}
+		if len(set.byFP) >= maxAuthKeys {
+			return nil, fmt.Errorf("%s already holds %d keys, the maximum", s.path, maxAuthKeys)
+		}
+		var b bytes.Buffer
+		b.Write(data)
+		if len(data) > 0 && data[len(data)-1] != '\n' {
+			b.WriteByte('\n')
+		}
+		b.WriteString(formatKeyLine(pub, name, labels, comment))
+		b.WriteByte('\n')
+		res = KeyAdded{Fingerprint: fp, Name: name, Labels: maps.Clone(labels), Added: true}
+		return b.Bytes(), nil
+	})
 	if err != nil {
 		return KeyAdded{}, err
+	}
+	return res, nil
+}
+
+// modify runs one read-modify-write of the file under both the in-process mutex and an flock
+// on a lock file beside it, so the gateway and the admin CLI never lose each other's lines.
+// change returns the new content, or nil to leave the file as it is. The new set is swapped
+// in at once, so a change is in force when modify returns.
+func (s *keyStore) modify(change func(data []byte, set *keySet) ([]byte, error)) error {
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
+		return fmt.Errorf("authorized_keys directory: %w", err)
+	}
+	unlock, err := flockFile(s.path + ".lock")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	data, stamp, err := readAuthKeys(s.path)
+	if err != nil {
+		return err
 	}
 	set, err := parseAuthKeys(data, s.log)
 	if err != nil {
-		return KeyAdded{}, fmt.Errorf("%s: %w", s.path, err)
+		return fmt.Errorf("%s: %w", s.path, err)
 	}
-	if k := set.byFP[fp]; k != nil {
-		s.swap(set, stamp)
-		return KeyAdded{Fingerprint: fp, Name: k.name, Labels: maps.Clone(k.labels), Added: false}, nil
+	out, err := change(data, set)
+	if err != nil || out == nil {
+		if err == nil {
+			s.swap(set, stamp)
+		}
+		return err
 	}
-	if other := set.byName[name]; name != "" && other != "" {
-		return KeyAdded{}, fmt.Errorf("name %q is already bound to key %s: choose another name or revoke that key first", name, other)
+	if len(out) > maxAuthKeysFile {
+		return fmt.Errorf("%s would exceed %d bytes", s.path, maxAuthKeysFile)
 	}
-	if len(set.byFP) >= maxAuthKeys {
-		return KeyAdded{}, fmt.Errorf("%s already holds %d keys, the maximum", s.path, maxAuthKeys)
-	}
-	var b bytes.Buffer
-	b.Write(data)
-	if len(data) > 0 && data[len(data)-1] != '\n' {
-		b.WriteByte('\n')
-	}
-	b.WriteString(formatKeyLine(pub, name, labels, comment))
-	b.WriteByte('\n')
-	if b.Len() > maxAuthKeysFile {
-		return KeyAdded{}, fmt.Errorf("%s would exceed %d bytes", s.path, maxAuthKeysFile)
-	}
-	if err := os.MkdirAll(filepath.Dir(s.path), 0o700); err != nil {
-		return KeyAdded{}, fmt.Errorf("authorized_keys directory: %w", err)
-	}
-	if err := keys.WriteFileAtomic(s.path, b.Bytes(), 0o600); err != nil {
-		return KeyAdded{}, err
-	}
-	newSet, err := parseAuthKeys(b.Bytes(), s.log)
+	newSet, err := parseAuthKeys(out, s.log)
 	if err != nil {
-		return KeyAdded{}, err
+		return err
+	}
+	if err := keys.WriteFileAtomic(s.path, out, 0o600); err != nil {
+		return err
 	}
 	s.swap(newSet, statFile(s.path))
-	return KeyAdded{Fingerprint: fp, Name: name, Labels: maps.Clone(labels), Added: true}, nil
+	return nil
 }
 
 // errNotPublicKey never carries the input: it may be a private key pasted by mistake.

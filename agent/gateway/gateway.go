@@ -40,6 +40,7 @@ type Config struct {
 	MaxHandshakes       int           // concurrent SSH handshakes, default 64
 	HandshakeTimeout    time.Duration // default 10s, also bounds opening the tunnel channel
 	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
+	StateDir            string        // pending keys and enrolment secrets; "" disables both
 	Audit               *audit.Logger // nil discards
 	Log                 *slog.Logger  // nil discards
 	Metrics             Metrics       // nil records nothing
@@ -52,10 +53,11 @@ type Gateway struct {
 	log         *slog.Logger
 	keys        *keyStore
 	reg         *registry
-	sshConfig   *ssh.ServerConfig
 	yamuxConfig *yamux.Config // shared by every tunnel (copied to set the backlog)
 	handshakes  chan struct{} // admission semaphore
 	authFails   *failLimiter
+	pendingKey  *failLimiter // how often one pending key is rewritten
+	pendingNew  *rateWindow  // new pending keys per minute
 	hostFP      string
 	hostLine    string
 	started     time.Time
@@ -102,24 +104,34 @@ func New(cfg Config) (*Gateway, error) {
 		reg:        newRegistry(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		authFails:  newFailLimiter(time.Minute),
+		pendingKey: newFailLimiter(pendingRefresh),
+		pendingNew: &rateWindow{max: maxNewPendingMin},
 		hostFP:     keys.Fingerprint(cfg.HostKey.PublicKey()),
 		hostLine:   keys.AuthorizedLine(cfg.HostKey.PublicKey()),
 		started:    time.Now(),
 		publicAddr: cfg.PublicAddr,
 		closing:    make(chan struct{}),
 	}
-	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysRemoved)
+	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysChanged)
 	if err != nil {
 		return nil, err
 	}
 	g.keys = ks
-	g.sshConfig = g.newServerConfig()
 	g.yamuxConfig = protocol.YamuxConfig(cfg.Log)
 	return g, nil
 }
 
-// keysRemoved closes the tunnels of keys that left authorized_keys.
-func (g *Gateway) keysRemoved(fps []string) {
+// keysChanged audits every key that entered or left authorized_keys (whoever changed the
+// file) and closes the tunnels of the keys that left.
+func (g *Gateway) keysChanged(added, removed []*authKey) {
+	for _, k := range added {
+		g.cfg.Audit.Write(audit.Event{Event: "key_added", Edge: k.name, Fingerprint: k.fp, Outcome: "ok"})
+	}
+	fps := make([]string, 0, len(removed))
+	for _, k := range removed {
+		fps = append(fps, k.fp)
+		g.cfg.Audit.Write(audit.Event{Event: "key_revoked", Edge: k.name, Fingerprint: k.fp, Outcome: "ok"})
+	}
 	if names := g.reg.closeKeys(fps); len(names) > 0 {
 		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
 	}
@@ -323,8 +335,7 @@ func (g *Gateway) RegisterKey(line, name string, labels map[string]string) (KeyA
 	if err != nil {
 		return KeyAdded{}, err
 	}
-	if k.Added {
-		g.cfg.Audit.Write(audit.Event{Event: "key_added", Edge: k.Name, Fingerprint: k.Fingerprint, Outcome: "ok"})
+	if k.Added { // keysChanged wrote the key_added line
 		g.log.Info("edge key registered", "fingerprint", k.Fingerprint, "name", k.Name)
 	}
 	if k.Labels == nil {

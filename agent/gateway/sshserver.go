@@ -31,19 +31,41 @@ const (
 // errTooManyFiles is the accept error worth retrying after a pause.
 var errTooManyFiles = syscall.EMFILE
 
-// newServerConfig allows public-key authentication only, against the authorized set.
-func (g *Gateway) newServerConfig() *ssh.ServerConfig {
+// connAuth is what one connection's authentication remembers.
+type connAuth struct {
+	mu      sync.Mutex
+	unknown ssh.PublicKey // the last unknown key offered (partial success)
+	refused atomic.Bool   // an unauthorized key was offered (for the handshake metrics)
+}
+
+// newServerConfig allows public-key authentication against the authorized set; an unknown key
+// that proves possession may go on to answer an enrolment secret (keyboard-interactive). One
+// config per connection, so the callbacks share that connection's state.
+func (g *Gateway) newServerConfig(st *connAuth) *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
 		ServerVersion: "SSH-2.0-mcp-ssh-gateway_" + bannerVersion(g.cfg.Version),
 		MaxAuthTries:  3,
 		PublicKeyCallback: func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			fp := ssh.FingerprintSHA256(key)
 			if g.keys.lookup(fp) == nil {
+				st.refused.Store(true)
 				g.authFailure(fp, meta.RemoteAddr())
-				return nil, fmt.Errorf("key %s is not authorized", fp)
+				if _, isCert := key.(*ssh.Certificate); isCert || g.cfg.StateDir == "" {
+					return nil, fmt.Errorf("key %s is not authorized", fp)
+				}
+				// An unknown key may still enrol: it must first prove it holds the private
+				// key (the library verifies the signature before honouring a partial
+				// success), then answer the one-time secret.
+				st.mu.Lock()
+				st.unknown = key
+				st.mu.Unlock()
+				return nil, &ssh.PartialSuccessError{Next: ssh.ServerAuthCallbacks{
+					KeyboardInteractiveCallback: g.enrollCallback(key),
+				}}
 			}
 			return &ssh.Permissions{Extensions: map[string]string{permFingerprint: fp}}, nil
 		},
+		AuthLogCallback: func(meta ssh.ConnMetadata, method string, err error) { g.authLog(meta, st, method, err) },
 	}
 	c.AddHostKey(g.cfg.HostKey)
 	return c
@@ -123,21 +145,12 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
-	// A per-connection copy of the config notes whether an unauthorized key was offered.
-	var refused atomic.Bool
-	conf := *g.sshConfig
-	conf.PublicKeyCallback = func(meta ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
-		p, err := g.sshConfig.PublicKeyCallback(meta, key)
-		if err != nil {
-			refused.Store(true)
-		}
-		return p, err
-	}
-	sc, chans, reqs, err := ssh.NewServerConn(nc, &conf)
+	st := &connAuth{}
+	sc, chans, reqs, err := ssh.NewServerConn(nc, g.newServerConfig(st))
 	<-g.handshakes
 	if err != nil {
 		g.log.Debug("ssh handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
-		g.cfg.Metrics.Handshake(handshakeOutcome(err, refused.Load()))
+		g.cfg.Metrics.Handshake(handshakeOutcome(err, st.refused.Load()))
 		return
 	}
 	c := &sshConn{sc: sc, reqs: reqs, chans: chans}
@@ -157,6 +170,9 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	t, outcome := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
 	if outcome != "" {
 		g.cfg.Metrics.Handshake(outcome)
+	}
+	if outcome == HandshakeBadTunnel {
+		g.refused(fp, nc.RemoteAddr(), "tunnel refused: "+t.err.Error())
 	}
 	if outcome != HandshakeOK {
 		return
@@ -334,7 +350,11 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 		"max_concurrent", t.hello.MaxConcurrent)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_connect", Edge: name, Fingerprint: e.fp, RemoteAddr: e.remote, Outcome: "ok"})
 
-	g.wg.Go(func() { refuseStreams(e, log) })
+	g.wg.Go(func() {
+		if refuseStreams(e, log) {
+			g.refused(e.fp, e.conn.RemoteAddr(), "edge opened a stream (protocol violation)")
+		}
+	})
 	g.supervise(ctx, c, e, log)
 	e.close()
 	g.reg.remove(e)
@@ -346,12 +366,28 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 
 // refuseStreams treats a stream opened by the edge as a protocol violation: only the gateway
 // opens streams, so the whole tunnel is closed.
-func refuseStreams(e *edge, log *slog.Logger) {
+// It reports whether that happened.
+func refuseStreams(e *edge, log *slog.Logger) bool {
 	s, err := e.sess.AcceptStream()
 	if err != nil {
-		return // session closed
+		return false // session closed
 	}
 	s.Close()
 	log.Warn("edge opened a stream (protocol violation): closing its tunnel")
 	e.close()
+	return true
+}
+
+// refused audits a refusal of an authenticated edge (bad hello, protocol violation), at most
+// once per key, source address and reason a minute, so a flood cannot grow the log fast.
+func (g *Gateway) refused(fp string, addr net.Addr, reason string) {
+	reason = trunc(reason, 200)
+	host := addr.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if !g.authFails.allow(fp+" "+host+" "+reason, time.Now()) {
+		return
+	}
+	g.cfg.Audit.Write(audit.Event{Event: "edge_refused", Fingerprint: fp, RemoteAddr: addr.String(), Outcome: "refused", Error: reason})
 }

@@ -118,7 +118,7 @@ func baseConfig() tools.Config {
 	}
 }
 
-func newHarness(t *testing.T, f *fakeFleet, cfg tools.Config) *harness {
+func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -2,8 +2,6 @@ package tools
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"fmt"
 	"strings"
 
@@ -52,21 +50,10 @@ func registerKeyTool() mcp.Tool {
 	)
 }
 
-// tokenOK compares in constant time; hashing first hides the token's length too.
-func tokenOK(given, want string) bool {
-	g, w := sha256.Sum256([]byte(given)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
-}
-
 func (h *handlers) registerEdgeKey(_ context.Context, _ mcp.CallToolRequest, in RegisterKeyInput) *mcp.CallToolResult {
 	const tool = "register_edge_key"
-	if h.cfg.ProvisionToken == "" {
-		return errResult(msgProvisioningDisabled)
-	}
-	if !tokenOK(in.Token, h.cfg.ProvisionToken) {
-		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.cfg.Actor, Tool: tool,
-			Outcome: "refused", Error: "wrong provisioning token"})
-		return errResult("wrong provisioning token: ask the operator for PROVISION_TOKEN, or to run `mcp-ssh-gateway keys add` on the gateway host")
+	if msg, ok := h.checkToken(tool, in.Token); !ok {
+		return errResult(msg)
 	}
 	pub, err := parsePublicKey(in.PublicKey)
 	if err != nil {

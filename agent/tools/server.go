@@ -83,7 +83,7 @@ A failed call returns isError with one line saying what to do next.`
 // NewServer builds the MCP server with the six tools of SPEC §4.2 bound to f.
 func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	cfg.fill()
-	h := &handlers{fleet: f, cfg: cfg}
+	h := &handlers{fleet: f, cfg: cfg, guard: newTokenGuard()}
 	s := server.NewMCPServer("mcp-ssh-gateway", cfg.Version,
 		server.WithToolCapabilities(false),
 		server.WithInstructions(instructions),
@@ -97,6 +97,10 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	s.AddTool(runCommandTool(), typed(h.runCommand))
 	s.AddTool(uploadTool(), typed(h.uploadFile))
 	s.AddTool(deviceInfoTool(), typed(h.getDeviceInfo))
+	// Key lifecycle (revoke, pending, enrolment), when the Fleet can administer keys.
+	if ka, ok := f.(KeyAdmin); ok {
+		addKeyAdminTools(s, h, ka)
+	}
 	return s
 }
 
@@ -127,6 +131,7 @@ func ServeStdio(ctx context.Context, s *server.MCPServer, in io.Reader, out io.W
 type handlers struct {
 	fleet Fleet
 	cfg   Config
+	guard *tokenGuard // wrong provisioning tokens per client
 }
 
 // typed adapts a handler taking decoded arguments to mcp-go's handler type. Arguments that do

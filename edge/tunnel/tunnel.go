@@ -90,10 +90,15 @@ func Run(ctx context.Context, cfg Config, serve func(ctx context.Context, stream
 }
 
 // ClientConfig is the SSH client configuration of an edge: pinned host key, public key auth
-// as user "edge", and ChaCha20 first on ARM CPUs without AES instructions.
+// with the name it asks for as SSH user (shown, untrusted, for a pending key; "edge" when it is
+// not a valid name), and ChaCha20 first on ARM CPUs without AES instructions.
 func ClientConfig(cfg Config) *ssh.ClientConfig {
+	user := "edge"
+	if protocol.ValidName(cfg.Hello.Name) {
+		user = cfg.Hello.Name
+	}
 	c := &ssh.ClientConfig{
-		User:            "edge",
+		User:            user,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(cfg.Signer)},
 		HostKeyCallback: cfg.Pins.HostKeyCallback(),
 		ClientVersion:   "SSH-2.0-mcp-ssh-edge_" + sanitizeVersion(cfg.Hello.Version),

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOpenSSHAuthRefused drives the OpenSSH client's other ways in: password and
+// keyboard-interactive answers (given by an askpass program), an unknown key (which gets only
+// as far as the enrolment prompt, and fails it), and a revoked key. Every one is refused and
+// the canary command never runs on the gateway host.
+func TestOpenSSHAuthRefused(t *testing.T) {
+	t.Parallel()
+	if _, err := os.Stat("/usr/bin/ssh"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("/usr/bin/ssh missing in CI: %v", err)
+		}
+		t.Skip("/usr/bin/ssh not installed")
+	}
+	f := newFixture(t)
+	known, revoked, unknown := f.newEdgeKey(t), f.newEdgeKey(t), f.newEdgeKey(t)
+	f.authorize(t, known, "known", "")
+	f.authorize(t, revoked, "to-revoke", "")
+	g := f.startGateway(t, map[string]string{"PROVISION_TOKEN": "a-long-provisioning-token"})
+	f.mustAdmin(t, "", "keys", "revoke", "to-revoke")
+	host, port, _ := net.SplitHostPort(g.addr)
+	canary := filepath.Join(t.TempDir(), fmt.Sprintf("canary-%d", time.Now().UnixNano()))
+	askpass := filepath.Join(t.TempDir(), "askpass")
+	if err := os.WriteFile(askpass, []byte("#!/bin/sh\necho guessed-password\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []edgeKey{known, revoked, unknown} {
+		os.Chmod(k.file, 0o600)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"password", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"}},
+		{"keyboard-interactive", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive"}},
+		{"none", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"}},
+		{"unknown key then enrolment prompt", []string{"-i", unknown.file, "-o", "PreferredAuthentications=publickey,keyboard-interactive"}},
+		{"revoked key", []string{"-i", revoked.file, "-o", "BatchMode=yes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			args := append([]string{"-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+				"-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "NumberOfPasswordPrompts=1", "-p", port, "-l", "edge"}, tc.args...)
+			args = append(args, host, "touch "+canary)
+			cmd := exec.CommandContext(ctx, "/usr/bin/ssh", args...)
+			cmd.Env = append(baseEnv(f.dir), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+			cmd.WaitDelay = 2 * time.Second
+			out, err := cmd.CombinedOutput()
+			if ctx.Err() != nil || err == nil {
+				t.Fatalf("ssh %v: err %v (ctx %v), want refused:\n%s", tc.args, err, ctx.Err(), out)
+			}
+			if !strings.Contains(strings.ToLower(string(out)), "permission denied") {
+				t.Errorf("ssh output does not say permission denied:\n%s", out)
+			}
+		})
+	}
+	if _, err := os.Stat(canary); err == nil {
+		t.Errorf("canary %s was created", canary)
+	}
+	if !strings.Contains(g.auditLog(), "enrolment") {
+		t.Errorf("the refused enrolment answer is not audited:\n%s", g.auditLog())
+	}
+}
