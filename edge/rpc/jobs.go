@@ -302,4 +302,3 @@ func DefaultJobCommand() []string {
 
 // JobSubcommand is the hidden mcp-ssh-edge subcommand that runs RunJob.
 const JobSubcommand = "job-supervise"
-
