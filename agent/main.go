@@ -172,15 +172,17 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		actor = "http"
 	}
 	mcpSrv := tools.NewServer(gw, tools.Config{
-		Version:        version,
-		ExecTimeout:    cfg.ExecTimeout,
-		ExecTimeoutMax: cfg.ExecTimeoutMax,
-		MaxOutputBytes: cfg.MaxOutputBytes,
-		MaxUploadBytes: cfg.MaxUploadBytes,
-		ProvisionToken: cfg.ProvisionToken,
-		Actor:          actor,
-		Audit:          auditLog,
-		Log:            log,
+		Version:          version,
+		ExecTimeout:      cfg.ExecTimeout,
+		ExecTimeoutMax:   cfg.ExecTimeoutMax,
+		MaxOutputBytes:   cfg.MaxOutputBytes,
+		MaxUploadBytes:   cfg.MaxUploadBytes,
+		FilesDir:         cfg.FilesDir,
+		MaxTransferBytes: cfg.MaxTransferBytes,
+		ProvisionToken:   cfg.ProvisionToken,
+		Actor:            actor,
+		Audit:            auditLog,
+		Log:              log,
 	})
 
 	// Calls keep running on their own context for shutdownGrace after a signal; stdin closing

@@ -34,6 +34,8 @@ type settings struct {
 	MaxConcurrent     int           `envconfig:"MAX_CONCURRENT" default:"32"`
 	KeepaliveInterval time.Duration `envconfig:"KEEPALIVE_INTERVAL" default:"15s"`
 	BackoffMax        time.Duration `envconfig:"BACKOFF_MAX" default:"30s"`
+	AllowRunAs        []string      `envconfig:"ALLOW_RUN_AS"`
+	JobRetention      time.Duration `envconfig:"JOB_RETENTION" default:"24h"`
 
 	LogLevel  string `ignored:"true"`
 	LogFormat string `ignored:"true"`
@@ -73,6 +75,8 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&s.MaxConcurrent, "max-concurrent", s.MaxConcurrent, "RPCs served at once (EDGE_MAX_CONCURRENT)")
 	fs.DurationVar(&s.KeepaliveInterval, "keepalive-interval", s.KeepaliveInterval, "SSH keepalive period (EDGE_KEEPALIVE_INTERVAL)")
 	fs.DurationVar(&s.BackoffMax, "backoff-max", s.BackoffMax, "reconnect backoff cap (EDGE_BACKOFF_MAX)")
+	fs.Func("allow-run-as", "users run_as may name, comma-separated; empty = none (EDGE_ALLOW_RUN_AS)", list(&s.AllowRunAs))
+	fs.DurationVar(&s.JobRetention, "job-retention", s.JobRetention, "how long finished jobs are kept (EDGE_JOB_RETENTION)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		stderr := fs.Output()
@@ -161,6 +165,14 @@ func (s *settings) complete(getenv func(string) string) error {
 	}
 	if s.KeepaliveInterval < time.Second {
 		return fmt.Errorf("EDGE_KEEPALIVE_INTERVAL=%v is too short (at least 1s)", s.KeepaliveInterval)
+	}
+	if s.JobRetention < time.Minute {
+		return fmt.Errorf("EDGE_JOB_RETENTION=%v is too short (at least 1m)", s.JobRetention)
+	}
+	for _, u := range s.AllowRunAs {
+		if len(u) > 64 || strings.ContainsAny(u, "/:\x00 ") {
+			return fmt.Errorf("EDGE_ALLOW_RUN_AS: %q is not a user name", u)
+		}
 	}
 	if s.BackoffMax < time.Second {
 		return fmt.Errorf("EDGE_BACKOFF_MAX=%v is too short (at least 1s)", s.BackoffMax)

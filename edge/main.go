@@ -28,6 +28,10 @@ func main() {
 
 // run is main without the process exit: 0 ok, 1 runtime failure, 2 bad settings or usage.
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == rpc.JobSubcommand {
+		// The detached supervisor of one job (internal): see rpc.RunJob.
+		return rpc.RunJob(rpc.DefaultJobCommand(), args[1:])
+	}
 	s, rest, showVersion, err := loadSettings(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -111,7 +115,8 @@ func serve(ctx context.Context, s *settings, stderr io.Writer) error {
 	log.Info("mcp-ssh-edge starting", "version", version, "name", s.Name,
 		"fingerprint", keys.Fingerprint(signer.PublicKey()), "key_file", s.KeyFile, "generated", generated,
 		"gateways", s.Gateway, "state_dir", s.StateDir, "allow_shell", s.AllowShell,
-		"allow_commands", s.AllowCommands, "upload_dirs", s.UploadDirs)
+		"allow_commands", s.AllowCommands, "upload_dirs", s.UploadDirs, "download_dirs", s.DownloadDirs,
+		"allow_run_as", s.AllowRunAs, "job_retention", s.JobRetention)
 	if _, err := os.Stat(rpc.PauseFile(s.StateDir)); err == nil {
 		log.Warn("RPCs are paused by the device owner; run `mcp-ssh-edge resume` to serve them")
 	}
@@ -125,6 +130,9 @@ func serve(ctx context.Context, s *settings, stderr io.Writer) error {
 		KeyFile:       s.KeyFile,
 		Version:       version,
 		Name:          s.Name,
+		AllowRunAs:    s.AllowRunAs,
+		JobRetention:  s.JobRetention,
+		JobCommand:    rpc.DefaultJobCommand(),
 	}, log)
 	err = tunnel.Run(ctx, tunnel.Config{
 		Gateways: s.Gateway,

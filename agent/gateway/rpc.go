@@ -251,6 +251,7 @@ type frameWriter struct {
 	lock    chan struct{}
 	broken  bool // a write failed part-way: the frame sequence is no longer well formed
 	stopped bool // cancelled: nothing more is written
+	buf     []byte
 }
 
 func newFrameWriter(s *yamux.Stream) *frameWriter {
@@ -264,7 +265,12 @@ func (w *frameWriter) frame(t protocol.FrameType, p []byte) error {
 	if w.stopped || w.broken {
 		return errWriterStopped
 	}
-	if err := protocol.WriteFrame(w.s, t, p); err != nil {
+	// One buffer per stream, reused for every frame: bulk bodies allocate nothing per chunk.
+	var err error
+	if w.buf, err = protocol.AppendFrame(w.buf[:0], t, p); err != nil {
+		return err
+	}
+	if _, err := w.s.Write(w.buf); err != nil {
 		w.broken = true
 		return err
 	}

@@ -42,6 +42,7 @@ type RunInput struct {
 	Env            map[string]string `json:"env,omitempty" jsonschema:"extra environment variables (name to value) added to the edge's environment"`
 	Stdin          string            `json:"stdin,omitempty" jsonschema:"text fed to the process's standard input; omitted: empty input"`
 	TimeoutSeconds int               `json:"timeout_seconds,omitempty" jsonschema:"seconds before the whole process group is killed; default is the gateway's EXEC_TIMEOUT (usually 30), the maximum its EXEC_TIMEOUT_MAX. Raise it for long work such as package upgrades"`
+	RunAs          string            `json:"run_as,omitempty" jsonschema:"user to run as (the edge switches user itself, no password or sudo involved); only users the edge lists in EDGE_ALLOW_RUN_AS; default: the edge service's user"`
 }
 
 // RunOutput is run_command's result; every field is always present.
@@ -136,6 +137,7 @@ func (h *handlers) execParams(in RunInput) (protocol.ExecParams, time.Duration, 
 		Stdin:          in.Stdin != "",
 		TimeoutMs:      timeout.Milliseconds(),
 		MaxOutputBytes: h.cfg.MaxOutputBytes,
+		RunAs:          in.RunAs,
 	}
 	if err := p.Validate(); err != nil {
 		return p, 0, err

@@ -35,15 +35,17 @@ type Fleet interface {
 
 // Config holds the settings the tools enforce. Zero values get the SPEC defaults.
 type Config struct {
-	Version        string
-	ExecTimeout    time.Duration // default run_command timeout (EXEC_TIMEOUT)
-	ExecTimeoutMax time.Duration // largest timeout a call may ask (EXEC_TIMEOUT_MAX)
-	MaxOutputBytes int64         // per-stream cap on captured output (MAX_OUTPUT_BYTES)
-	MaxUploadBytes int64         // largest upload_file content (MAX_UPLOAD_BYTES)
-	ProvisionToken string        // guards register_edge_key; empty disables it
-	Actor          string        // who calls, for the audit log: "stdio" or "http:<name>"
-	Audit          *audit.Logger // nil: no audit log
-	Log            *slog.Logger  // nil: slog.Default()
+	Version          string
+	ExecTimeout      time.Duration // default run_command timeout (EXEC_TIMEOUT)
+	ExecTimeoutMax   time.Duration // largest timeout a call may ask (EXEC_TIMEOUT_MAX)
+	MaxOutputBytes   int64         // per-stream cap on captured output (MAX_OUTPUT_BYTES)
+	MaxUploadBytes   int64         // largest upload_file content (MAX_UPLOAD_BYTES)
+	FilesDir         string        // the only directory source_path and dest_path may name (FILES_DIR); "" disables them
+	MaxTransferBytes int64         // largest source_path / dest_path transfer (MAX_TRANSFER_BYTES)
+	ProvisionToken   string        // guards register_edge_key; empty disables it
+	Actor            string        // who calls, for the audit log: "stdio" or "http:<name>"
+	Audit            *audit.Logger // nil: no audit log
+	Log              *slog.Logger  // nil: slog.Default()
 }
 
 func (c *Config) fill() {
@@ -62,6 +64,9 @@ func (c *Config) fill() {
 	if c.MaxUploadBytes <= 0 {
 		c.MaxUploadBytes = 64 << 20
 	}
+	if c.MaxTransferBytes <= 0 {
+		c.MaxTransferBytes = 16 << 30
+	}
 	if c.Actor == "" {
 		c.Actor = "stdio"
 	}
@@ -76,8 +81,9 @@ Workflow:
 1. Call get_status to see the edges (name, labels, connected) and pick one by its name; an edge can also be addressed by its key fingerprint (SHA256:...).
 2. Call get_device_info on it when you need its OS, architecture, disks, package manager or available tools.
 3. Run programs with run_command. Prefer argv (no shell, no quoting problems) over command (a /bin/sh -c string); use command only for pipes or redirection.
-4. For long work raise run_command's timeout_seconds (the default is short); output streams as progress notifications. Background jobs come in a later version.
-5. Write files with upload_file (absolute path; base64 for binary content).
+4. For work longer than a minute use start_command, then poll get_command with since=next_since until status is no longer running; the job survives disconnects and restarts. For shorter work raise run_command's timeout_seconds (output streams as progress notifications).
+5. To run the same command on many edges use run_on_edges with a label selector (e.g. role=web) or *.
+6. Write files with upload_file (absolute path; base64 for binary content), read them with download_file; for large files use source_path / dest_path inside the gateway's FILES_DIR.
 A failed call returns isError with one line saying what to do next.`
 
 // NewServer builds the MCP server with the six tools of SPEC §4.2 bound to f.
@@ -101,6 +107,7 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	if ka, ok := f.(KeyAdmin); ok {
 		addKeyAdminTools(s, h, ka)
 	}
+	h.addLongWorkTools(s) // run_on_edges; jobs and download_file when f is a LongFleet
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"strings"
@@ -23,7 +24,8 @@ import (
 type UploadInput struct {
 	Edge       string `json:"edge" jsonschema:"the edge to write to: its name from get_status (or its SHA256 key fingerprint)"`
 	Path       string `json:"path" jsonschema:"absolute path of the file to write on the edge, e.g. /etc/app/config.yaml"`
-	Content    string `json:"content" jsonschema:"the whole file content: plain text, or base64 when encoding is base64; at most the gateway's MAX_UPLOAD_BYTES after decoding"`
+	Content    string `json:"content,omitempty" jsonschema:"the whole file content: plain text, or base64 when encoding is base64; at most the gateway's MAX_UPLOAD_BYTES after decoding. Give exactly one of content or source_path"`
+	SourcePath string `json:"source_path,omitempty" jsonschema:"for large files: a file inside the gateway's FILES_DIR to send instead of content (streamed, up to MAX_TRANSFER_BYTES; paths outside FILES_DIR are refused)"`
 	Encoding   string `json:"encoding,omitempty" jsonschema:"how content is encoded: utf-8 (default) for text, base64 for binary files,enum=utf-8,enum=base64"`
 	Mode       string `json:"mode,omitempty" jsonschema:"permission bits as an octal string, e.g. 0644 (default) or 0755 for a script; setuid and setgid are refused"`
 	Overwrite  bool   `json:"overwrite,omitempty" jsonschema:"true to replace an existing file; default false fails if the file exists"`
@@ -143,16 +145,34 @@ func (h *handlers) uploadParams(in UploadInput) (protocol.UploadParams, []byte, 
 	return p, body, nil
 }
 
-func (h *handlers) uploadFile(ctx context.Context, _ mcp.CallToolRequest, in UploadInput) *mcp.CallToolResult {
+func (h *handlers) uploadFile(ctx context.Context, req mcp.CallToolRequest, in UploadInput) *mcp.CallToolResult {
 	const tool = "upload_file"
-	p, body, err := h.uploadParams(in)
-	if err != nil {
-		return errResult(err.Error())
+	if _, ok := req.GetArguments()["content"]; !ok && in.SourcePath == "" {
+		return errResult("give the file as content (text, or base64 with encoding base64) or as source_path (a file in the gateway's FILES_DIR)")
+	}
+	var p protocol.UploadParams
+	var body io.Reader
+	if in.SourcePath != "" {
+		if in.Content != "" {
+			return errResult("give exactly one of content or source_path, not both")
+		}
+		src, params, err := h.sourceFile(in)
+		if err != nil {
+			return errResult(err.Error())
+		}
+		defer src.Close()
+		p, body = params, src
+	} else {
+		params, b, err := h.uploadParams(in)
+		if err != nil {
+			return errResult(err.Error())
+		}
+		p, body = params, bytes.NewReader(b)
 	}
 	t := h.resolve(in.Edge)
 	id := h.intent(tool, t, audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
 	start := time.Now()
-	res, err := h.fleet.Upload(ctx, in.Edge, p, bytes.NewReader(body))
+	res, err := h.fleet.Upload(ctx, in.Edge, p, body)
 	ev := audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: p.SHA256,
 		DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 	if err == nil && (res.Size != p.Size || !strings.EqualFold(res.SHA256, p.SHA256)) {

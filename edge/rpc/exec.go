@@ -45,22 +45,20 @@ func (s *Server) exec(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.Cwd != "" {
-		st, err := os.Stat(p.Cwd)
-		if err != nil {
-			return nil, protocol.Errorf(protocol.CodeNotFound, "cwd %s: %v", p.Cwd, errors.Unwrap(err))
-		}
-		if !st.IsDir() {
-			return nil, protocol.Errorf(protocol.CodeBadRequest, "cwd %s is not a directory", p.Cwd)
-		}
+	if err := checkCwd(p.Cwd); err != nil {
+		return nil, err
+	}
+	cred, userEnv, err := s.runAs(p.RunAs)
+	if err != nil {
+		return nil, err
 	}
 
 	cmd := &exec.Cmd{Path: path, Args: p.Argv, Dir: p.Cwd}
 	if p.Command != "" {
 		cmd.Path, cmd.Args = "/bin/sh", []string{"/bin/sh", "-c", p.Command}
 	}
-	cmd.Env = mergeEnv(os.Environ(), p.Env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Env = mergeEnv(mergeEnv(os.Environ(), userEnv), p.Env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.WaitDelay = pipeGrace
 	stdout := &cappedWriter{fw: c.w, t: protocol.FrameStdout, max: p.MaxOutputBytes}
 	stderr := &cappedWriter{fw: c.w, t: protocol.FrameStderr, max: p.MaxOutputBytes}
@@ -146,6 +144,21 @@ wait:
 		c.entry.Outcome = "cancelled"
 	}
 	return res, nil
+}
+
+// checkCwd refuses a working directory that does not exist or is not a directory.
+func checkCwd(cwd string) error {
+	if cwd == "" {
+		return nil
+	}
+	st, err := os.Stat(cwd)
+	if err != nil {
+		return protocol.Errorf(protocol.CodeNotFound, "cwd %s: %v", cwd, errors.Unwrap(err))
+	}
+	if !st.IsDir() {
+		return protocol.Errorf(protocol.CodeBadRequest, "cwd %s is not a directory", cwd)
+	}
+	return nil
 }
 
 // watchStream feeds stdin (if any) from data frames until the empty one, then waits for a

@@ -18,7 +18,26 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// testSupervisorEnv makes the test binary act as the job supervisor (RunJob), as the
+// edge binary does with its job-supervise subcommand.
+const testSupervisorEnv = "RPC_TEST_JOB_SUPERVISOR"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(testSupervisorEnv) == "1" {
+		os.Exit(RunJob(testJobCommand(), os.Args[1:]))
+	}
+	os.Setenv(testSupervisorEnv, "1")
+	goleak.VerifyTestMain(m)
+}
+
+// testJobCommand runs the test binary itself as the supervisor.
+func testJobCommand() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	return []string{exe}
+}
 
 // harness runs a Server behind a real yamux session pair, as the tunnel does.
 type harness struct {
@@ -41,6 +60,9 @@ func newHarness(t *testing.T, cfg Config) *harness {
 		cfg.MaxConcurrent = 8
 	}
 	cfg.Version, cfg.Name = "test", "edge1"
+	if cfg.JobCommand == nil {
+		cfg.JobCommand = testJobCommand()
+	}
 	a, b := net.Pipe()
 	log := testLogger()
 	ss, err := yamux.Server(b, protocol.YamuxConfig(log))
@@ -106,6 +128,7 @@ func (c *rpcCall) send(t protocol.FrameType, p []byte) {
 // outcome is everything an RPC sent back.
 type outcome struct {
 	stdout, stderr []byte
+	data           []byte
 	result         json.RawMessage
 	err            *protocol.Error
 }
@@ -125,6 +148,8 @@ func (c *rpcCall) wait(v any) outcome {
 			o.stdout = append(o.stdout, p...)
 		case protocol.FrameStderr:
 			o.stderr = append(o.stderr, p...)
+		case protocol.FrameData:
+			o.data = append(o.data, p...)
 		case protocol.FrameResult:
 			var resp protocol.Response
 			if err := json.Unmarshal(p, &resp); err != nil {

@@ -27,6 +27,11 @@ type Config struct {
 	KeyFile       string   // the edge's private key; never readable or writable through RPCs
 	Version       string   // mcp-ssh-edge version, reported in device info
 	Name          string   // the edge's name, reported in device info
+	AllowRunAs    []string // users run_as may name (EDGE_ALLOW_RUN_AS); empty = none
+
+	JobRetention time.Duration // finished jobs are kept this long (EDGE_JOB_RETENTION), default 24h
+	JobOutputMax int64         // bytes of output one job's journal keeps, default 64 MiB
+	JobCommand   []string      // argv prefix that runs RunJob (the edge's own binary), see jobs.go
 }
 
 // Bounds the server applies to every stream.
@@ -80,6 +85,14 @@ func (fw *frameWriter) frame(t protocol.FrameType, p []byte) error {
 	fw.mu.Lock()
 	defer fw.mu.Unlock()
 	return protocol.WriteFrame(fw.w, t, p)
+}
+
+// raw writes bytes that already are whole encoded frames, under the lock.
+func (fw *frameWriter) raw(b []byte) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	_, err := fw.w.Write(b)
+	return err
 }
 
 // json writes one JSON frame under the lock.
@@ -141,6 +154,10 @@ func (s *Server) dispatch(ctx context.Context, c *call) (any, error) {
 		return s.upload(ctx, c)
 	case protocol.MethodDeviceInfo:
 		return s.deviceInfo(ctx, c)
+	case protocol.MethodJobStart, protocol.MethodJobGet, protocol.MethodJobCancel, protocol.MethodJobList:
+		return s.job(ctx, c)
+	case protocol.MethodDownload:
+		return s.download(ctx, c)
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownMethod,
 		"method %q is not served by this edge (version %s)", c.req.Method, s.cfg.Version)

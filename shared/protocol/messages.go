@@ -101,6 +101,7 @@ type ExecParams struct {
 	Stdin          bool              `json:"stdin,omitempty"` // FrameData frames follow
 	TimeoutMs      int64             `json:"timeout_ms"`
 	MaxOutputBytes int64             `json:"max_output_bytes"`
+	RunAs          string            `json:"run_as,omitempty"` // user to run as; the edge's EDGE_ALLOW_RUN_AS must list it
 }
 
 // ExecResult ends an exec stream; the output itself came before it in stdout/stderr frames.
@@ -219,6 +220,9 @@ func (p *ExecParams) Validate() error {
 	}
 	if p.MaxOutputBytes <= 0 {
 		return errors.New("max_output_bytes must be positive")
+	}
+	if len(p.RunAs) > 64 || containsAny(p.RunAs, "\x00/:") {
+		return fmt.Errorf("run_as %q is not a valid user name", trunc(p.RunAs))
 	}
 	return nil
 }

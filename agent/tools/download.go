@@ -1,0 +1,135 @@
+package tools
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// DownloadInput is download_file's arguments.
+type DownloadInput struct {
+	Edge      string `json:"edge" jsonschema:"the edge to read from: its name from get_status (or its SHA256 key fingerprint)"`
+	Path      string `json:"path" jsonschema:"absolute path of the file on the edge, e.g. /var/log/syslog"`
+	MaxBytes  int64  `json:"max_bytes,omitempty" jsonschema:"most bytes to read from the start of the file; default and maximum for content returned inline: the gateway's MAX_OUTPUT_BYTES (usually 1 MiB); with dest_path: MAX_TRANSFER_BYTES"`
+	DestPath  string `json:"dest_path,omitempty" jsonschema:"for large or binary files: save the file on the gateway under this name inside its FILES_DIR instead of returning the content (paths outside FILES_DIR are refused)"`
+	Overwrite bool   `json:"overwrite,omitempty" jsonschema:"with dest_path: replace an existing file; default false fails if it exists"`
+}
+
+// DownloadOutput is download_file's result.
+type DownloadOutput struct {
+	Edge      string `json:"edge" jsonschema:"the edge's name"`
+	Path      string `json:"path" jsonschema:"the file read on the edge"`
+	Size      int64  `json:"size" jsonschema:"the file's size on the edge in bytes"`
+	Bytes     int64  `json:"bytes" jsonschema:"bytes returned (or written to dest_path)"`
+	SHA256    string `json:"sha256" jsonschema:"SHA-256 of the bytes returned (lower-case hex), checked end to end"`
+	Truncated bool   `json:"truncated" jsonschema:"true when only the first max_bytes of the file were read"`
+	Encoding  string `json:"encoding" jsonschema:"how content is encoded: utf-8 for text, base64 for anything else; empty with dest_path"`
+	Content   string `json:"content" jsonschema:"the file's bytes (see encoding); empty with dest_path"`
+	DestPath  string `json:"dest_path" jsonschema:"where the file was saved on the gateway (inside FILES_DIR); empty when returned inline"`
+}
+
+func downloadTool() mcp.Tool {
+	return mcp.NewTool("download_file",
+		mcp.WithDescription("Read a file from an edge device, verified by SHA-256. Text comes back as UTF-8, anything else as base64 (see encoding). "+
+			"Inline content is capped (max_bytes, default the gateway's MAX_OUTPUT_BYTES; truncated tells if the file was longer). "+
+			"For large files pass dest_path to save the file into the gateway's FILES_DIR without passing it through the conversation. "+
+			"For a command's output use run_command; to write a file use upload_file."),
+		mcp.WithTitleAnnotation("Download a file from an edge"),
+		mcp.WithReadOnlyHintAnnotation(true),
+		mcp.WithDestructiveHintAnnotation(false),
+		mcp.WithIdempotentHintAnnotation(true),
+		mcp.WithOpenWorldHintAnnotation(true),
+		mcp.WithInputSchema[DownloadInput](),
+		mcp.WithOutputSchema[DownloadOutput](),
+	)
+}
+
+func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in DownloadInput) *mcp.CallToolResult {
+	const tool = "download_file"
+	if err := checkEdgeArg(in.Edge); err != nil {
+		return errResult(err.Error())
+	}
+	if in.Path == "" || !path.IsAbs(in.Path) || len(in.Path) > protocol.MaxPathLen || strings.ContainsRune(in.Path, 0) {
+		return errResult(fmt.Sprintf("path %q must be an absolute file path on the edge, e.g. /etc/hostname", oneLine(in.Path)))
+	}
+	limit := j.cfg.MaxOutputBytes
+	if in.DestPath != "" {
+		limit = j.cfg.MaxTransferBytes
+	}
+	max := in.MaxBytes
+	switch {
+	case max == 0:
+		max = limit
+	case max < 0:
+		return errResult("max_bytes must be positive")
+	case max > limit && in.DestPath == "":
+		return errResult(fmt.Sprintf("max_bytes %d is above %d for inline content: pass dest_path to save a large file into the gateway's FILES_DIR", max, limit))
+	case max > limit:
+		return errResult(fmt.Sprintf("max_bytes %d is above this gateway's MAX_TRANSFER_BYTES of %d", max, limit))
+	}
+	t := j.resolve(in.Edge)
+	p := protocol.DownloadParams{Path: in.Path, MaxBytes: max}
+
+	if in.DestPath == "" {
+		var buf bytes.Buffer
+		id := j.intent(tool, t, audit.Event{Path: in.Path})
+		start := time.Now()
+		res, err := j.fleet.Download(ctx, in.Edge, p, &buf)
+		ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
+		if err != nil {
+			j.outcome(id, tool, t, outcomeOf(err), err, ev)
+			return errResult(edgeMessage(t.name, err))
+		}
+		ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
+		j.outcome(id, tool, t, "ok", nil, ev)
+		out := DownloadOutput{Edge: t.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256, Truncated: res.Truncated}
+		b := buf.Bytes()
+		if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
+			out.Encoding, out.Content = "utf-8", string(b)
+		} else {
+			out.Encoding, out.Content = "base64", base64.StdEncoding.EncodeToString(b)
+		}
+		return okResult(out)
+	}
+
+	rel, err := j.filesRel("dest_path", in.DestPath)
+	if err != nil {
+		return errResult(err.Error())
+	}
+	root, err := j.openFilesRoot()
+	if err != nil {
+		return errResult(err.Error())
+	}
+	defer root.Close()
+	dest, err := createDest(root, rel, in.Overwrite)
+	if err != nil {
+		return errResult(err.Error())
+	}
+	id := j.intent(tool, t, audit.Event{Path: in.Path})
+	start := time.Now()
+	res, err := j.fleet.Download(ctx, in.Edge, p, dest)
+	ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
+	if err == nil {
+		err = dest.commit()
+	} else {
+		dest.discard()
+	}
+	if err != nil {
+		j.outcome(id, tool, t, outcomeOf(err), err, ev)
+		return errResult(edgeMessage(t.name, err))
+	}
+	ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
+	j.outcome(id, tool, t, "ok", nil, ev)
+	return okResult(DownloadOutput{Edge: t.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256,
+		Truncated: res.Truncated, DestPath: rel})
+}
