@@ -35,6 +35,9 @@ type settings struct {
 	KeepaliveInterval time.Duration `envconfig:"KEEPALIVE_INTERVAL" default:"15s"`
 	BackoffMax        time.Duration `envconfig:"BACKOFF_MAX" default:"30s"`
 
+	InventorySlowInterval time.Duration `envconfig:"INVENTORY_SLOW_INTERVAL" default:"6h"`
+	ProbeTimeout          time.Duration `envconfig:"PROBE_TIMEOUT" default:"5s"`
+
 	LogLevel  string `ignored:"true"`
 	LogFormat string `ignored:"true"`
 
@@ -73,6 +76,8 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&s.MaxConcurrent, "max-concurrent", s.MaxConcurrent, "RPCs served at once (EDGE_MAX_CONCURRENT)")
 	fs.DurationVar(&s.KeepaliveInterval, "keepalive-interval", s.KeepaliveInterval, "SSH keepalive period (EDGE_KEEPALIVE_INTERVAL)")
 	fs.DurationVar(&s.BackoffMax, "backoff-max", s.BackoffMax, "reconnect backoff cap (EDGE_BACKOFF_MAX)")
+	fs.DurationVar(&s.InventorySlowInterval, "inventory-slow-interval", s.InventorySlowInterval, "how often the slow inventory probes (tool versions, pending updates) run (EDGE_INVENTORY_SLOW_INTERVAL)")
+	fs.DurationVar(&s.ProbeTimeout, "probe-timeout", s.ProbeTimeout, "time one inventory probe such as `git --version` may take (EDGE_PROBE_TIMEOUT)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		stderr := fs.Output()
@@ -163,6 +168,12 @@ func (s *settings) complete(getenv func(string) string) error {
 	}
 	if s.BackoffMax < time.Second {
 		return fmt.Errorf("EDGE_BACKOFF_MAX=%v is too short (at least 1s)", s.BackoffMax)
+	}
+	if s.InventorySlowInterval < time.Minute {
+		return fmt.Errorf("EDGE_INVENTORY_SLOW_INTERVAL=%v is too short (at least 1m: these probes start processes)", s.InventorySlowInterval)
+	}
+	if s.ProbeTimeout < 100*time.Millisecond || s.ProbeTimeout > 5*time.Minute {
+		return fmt.Errorf("EDGE_PROBE_TIMEOUT=%v is out of range (100ms-5m)", s.ProbeTimeout)
 	}
 	for name, dirs := range map[string][]string{"EDGE_UPLOAD_DIRS": s.UploadDirs, "EDGE_DOWNLOAD_DIRS": s.DownloadDirs} {
 		for i, d := range dirs {

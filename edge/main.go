@@ -122,6 +122,9 @@ func serve(ctx context.Context, s *settings, stderr io.Writer) error {
 		KeyFile:       s.KeyFile,
 		Version:       version,
 		Name:          s.Name,
+
+		InventorySlowInterval: s.InventorySlowInterval,
+		ProbeTimeout:          s.ProbeTimeout,
 	}, log)
 	err = tunnel.Run(ctx, tunnel.Config{
 		Gateways: s.Gateway,

@@ -27,6 +27,12 @@ type Config struct {
 	KeyFile       string   // the edge's private key; never readable or writable through RPCs
 	Version       string   // mcp-ssh-edge version, reported in device info
 	Name          string   // the edge's name, reported in device info
+
+	// Inventory schedule (device info). The gateway asks for the inventory at connect and on
+	// its own schedule; cheap figures are read anew each time, the slow probes below only when
+	// older than InventorySlowInterval (or on refresh).
+	InventorySlowInterval time.Duration // tool versions, pending updates; 0 means 6h
+	ProbeTimeout          time.Duration // one `tool --version`; 0 means 5s
 }
 
 // Bounds the server applies to every stream.
