@@ -40,6 +40,7 @@ type Config struct {
 	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
 	Audit               *audit.Logger // nil discards
 	Log                 *slog.Logger  // nil discards
+	InventoryInterval   time.Duration // how often each edge's inventory is pulled; 0 = 2m, <0 = only at connect
 }
 
 // Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
@@ -56,6 +57,9 @@ type Gateway struct {
 	hostLine   string
 	started    time.Time
 	wg         sync.WaitGroup // every goroutine Serve started
+	inv        *inventoryStore
+	watchMu    sync.Mutex
+	watchers   map[chan struct{}]struct{}
 
 	mu         sync.Mutex
 	ln         net.Listener
@@ -89,6 +93,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = defaultMaxQueue
 	}
+	if cfg.InventoryInterval == 0 {
+		cfg.InventoryInterval = defaultInventoryInterval
+	}
 	g := &Gateway{
 		cfg:        cfg,
 		log:        cfg.Log.With("component", "ssh"),
@@ -100,6 +107,8 @@ func New(cfg Config) (*Gateway, error) {
 		started:    time.Now(),
 		publicAddr: cfg.PublicAddr,
 		closing:    make(chan struct{}),
+		inv:        newInventoryStore(),
+		watchers:   map[chan struct{}]struct{}{},
 	}
 	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysRemoved)
 	if err != nil {
@@ -112,6 +121,8 @@ func New(cfg Config) (*Gateway, error) {
 
 // keysRemoved closes the tunnels of keys that left authorized_keys.
 func (g *Gateway) keysRemoved(fps []string) {
+	g.inv.forget(fps)
+	defer g.notifyEdges()
 	if names := g.reg.closeKeys(fps); len(names) > 0 {
 		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
 	}
@@ -318,6 +329,7 @@ func (g *Gateway) RegisterKey(line, name string, labels map[string]string) (KeyA
 	if k.Added {
 		g.cfg.Audit.Write(audit.Event{Event: "key_added", Edge: k.Name, Fingerprint: k.Fingerprint, Outcome: "ok"})
 		g.log.Info("edge key registered", "fingerprint", k.Fingerprint, "name", k.Name)
+		g.notifyEdges()
 	}
 	if k.Labels == nil {
 		k.Labels = map[string]string{}

@@ -264,6 +264,8 @@ func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *auth
 
 	g.wg.Go(func() { g.keepalive(ctx, e, log) })
 	g.wg.Go(func() { refuseStreams(e, log) })
+	g.wg.Go(func() { g.inventoryLoop(ctx, e, log) })
+	g.notifyEdges()
 	select {
 	case <-ctx.Done():
 	case <-sess.CloseChan():
@@ -271,6 +273,7 @@ func (g *Gateway) serveTunnel(ctx context.Context, sc *ssh.ServerConn, key *auth
 	}
 	e.close()
 	g.reg.remove(e)
+	g.notifyEdges()
 	since := time.Since(e.since).Milliseconds()
 	log.Info("edge disconnected", "connected_ms", since)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_disconnect", Edge: g.reg.nameOf(e), Fingerprint: e.fp, RemoteAddr: e.remote,
