@@ -27,6 +27,7 @@ func TestToolsListed(t *testing.T) {
 		"run_command":       {false, true, false, true},
 		"upload_file":       {false, true, false, true},
 		"get_device_info":   {true, false, true, true},
+		"find_edges":        {true, false, true, false},
 	}
 	if len(h.tools) != len(want) {
 		t.Fatalf("got %d tools, want %d", len(h.tools), len(want))
