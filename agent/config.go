@@ -39,6 +39,7 @@ type config struct {
 	MaxOutputBytes    int64         `envconfig:"MAX_OUTPUT_BYTES" default:"1048576"`
 	MaxUploadBytes    int64         `envconfig:"MAX_UPLOAD_BYTES" default:"67108864"`
 	MaxTransferBytes  int64         `envconfig:"MAX_TRANSFER_BYTES" default:"17179869184"`
+	InventoryInterval time.Duration `envconfig:"INVENTORY_INTERVAL" default:"2m"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"text"`
 
@@ -74,6 +75,9 @@ func (c *config) complete() error {
 		if _, _, err := net.SplitHostPort(c.PublicAddr); err != nil {
 			return fmt.Errorf("PUBLIC_ADDR=%q is not host:port", c.PublicAddr)
 		}
+	}
+	if c.InventoryInterval < time.Second {
+		return fmt.Errorf("INVENTORY_INTERVAL=%v is too short (at least 1s; each pull is one RPC per edge)", c.InventoryInterval)
 	}
 	switch c.Transport {
 	case "stdio":

@@ -50,8 +50,8 @@ the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_
 Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
 AUTHORIZED_KEYS_FILE PROVISION_TOKEN STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT MCP_HTTP_ADDR
 MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL EXEC_TIMEOUT
-EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES AUDIT_LOG_MAX_BYTES LOG_LEVEL LOG_FORMAT. Logs go
-to stderr; stdout is the MCP stdio channel.
+EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES AUDIT_LOG_MAX_BYTES INVENTORY_INTERVAL LOG_LEVEL
+LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
 `
 
 func main() {
@@ -146,6 +146,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		Audit:               auditLog,
 		Log:                 log,
 		Metrics:             mtr,
+		InventoryInterval:   cfg.InventoryInterval,
 	})
 	if err != nil {
 		return fmt.Errorf("AUTHORIZED_KEYS_FILE: %w", err)
@@ -184,6 +185,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		Audit:            auditLog,
 		Log:              log,
 	})
+	go tools.WatchResources(sshCtx, mcpSrv, gw) // MCP resources follow edges coming and going
 
 	// Calls keep running on their own context for shutdownGrace after a signal; stdin closing
 	// ends the stdio session at once (the client is gone, nobody reads the results).

@@ -37,6 +37,9 @@ type settings struct {
 	AllowRunAs        []string      `envconfig:"ALLOW_RUN_AS"`
 	JobRetention      time.Duration `envconfig:"JOB_RETENTION" default:"24h"`
 
+	InventorySlowInterval time.Duration `envconfig:"INVENTORY_SLOW_INTERVAL" default:"6h"`
+	ProbeTimeout          time.Duration `envconfig:"PROBE_TIMEOUT" default:"5s"`
+
 	LogLevel  string `ignored:"true"`
 	LogFormat string `ignored:"true"`
 
@@ -77,6 +80,8 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.DurationVar(&s.BackoffMax, "backoff-max", s.BackoffMax, "reconnect backoff cap (EDGE_BACKOFF_MAX)")
 	fs.Func("allow-run-as", "users run_as may name, comma-separated; empty = none (EDGE_ALLOW_RUN_AS)", list(&s.AllowRunAs))
 	fs.DurationVar(&s.JobRetention, "job-retention", s.JobRetention, "how long finished jobs are kept (EDGE_JOB_RETENTION)")
+	fs.DurationVar(&s.InventorySlowInterval, "inventory-slow-interval", s.InventorySlowInterval, "how often the slow inventory probes (tool versions, pending updates) run (EDGE_INVENTORY_SLOW_INTERVAL)")
+	fs.DurationVar(&s.ProbeTimeout, "probe-timeout", s.ProbeTimeout, "time one inventory probe such as `git --version` may take (EDGE_PROBE_TIMEOUT)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		stderr := fs.Output()
@@ -176,6 +181,12 @@ func (s *settings) complete(getenv func(string) string) error {
 	}
 	if s.BackoffMax < time.Second {
 		return fmt.Errorf("EDGE_BACKOFF_MAX=%v is too short (at least 1s)", s.BackoffMax)
+	}
+	if s.InventorySlowInterval < time.Minute {
+		return fmt.Errorf("EDGE_INVENTORY_SLOW_INTERVAL=%v is too short (at least 1m: these probes start processes)", s.InventorySlowInterval)
+	}
+	if s.ProbeTimeout < 100*time.Millisecond || s.ProbeTimeout > 5*time.Minute {
+		return fmt.Errorf("EDGE_PROBE_TIMEOUT=%v is out of range (100ms-5m)", s.ProbeTimeout)
 	}
 	for name, dirs := range map[string][]string{"EDGE_UPLOAD_DIRS": s.UploadDirs, "EDGE_DOWNLOAD_DIRS": s.DownloadDirs} {
 		for i, d := range dirs {

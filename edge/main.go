@@ -133,6 +133,9 @@ func serve(ctx context.Context, s *settings, stderr io.Writer) error {
 		AllowRunAs:    s.AllowRunAs,
 		JobRetention:  s.JobRetention,
 		JobCommand:    rpc.DefaultJobCommand(),
+
+		InventorySlowInterval: s.InventorySlowInterval,
+		ProbeTimeout:          s.ProbeTimeout,
 	}, log)
 	err = tunnel.Run(ctx, tunnel.Config{
 		Gateways: s.Gateway,

@@ -56,7 +56,6 @@ func TestFaultConcurrentCalls(t *testing.T) {
 
 	start := time.Now()
 	var wg sync.WaitGroup
-	outs := make([]string, calls)
 	errs := make([]string, calls)
 	for i := range calls {
 		wg.Go(func() {
@@ -74,8 +73,9 @@ func TestFaultConcurrentCalls(t *testing.T) {
 				b, _ := json.Marshal(res.StructuredContent)
 				if err := json.Unmarshal(b, &out); err != nil {
 					errs[i] = err.Error()
+				} else if out.Stdout != callID(i)+"\n" {
+					errs[i] = fmt.Sprintf("stdout %q, want %q (result %+v)", out.Stdout, callID(i)+"\n", out)
 				}
-				outs[i] = out.Stdout
 			}
 		})
 	}
@@ -83,9 +83,6 @@ func TestFaultConcurrentCalls(t *testing.T) {
 	t.Logf("%d concurrent run_command calls over %d edges in %v", calls, edges, time.Since(start).Round(time.Millisecond))
 	failed := 0
 	for i := range calls {
-		if errs[i] == "" && outs[i] != callID(i)+"\n" {
-			errs[i] = fmt.Sprintf("stdout %q, want %q", outs[i], callID(i)+"\n")
-		}
 		if errs[i] != "" {
 			if failed++; failed <= 5 {
 				t.Errorf("call %d: %s", i, errs[i])

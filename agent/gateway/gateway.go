@@ -44,6 +44,7 @@ type Config struct {
 	Audit               *audit.Logger // nil discards
 	Log                 *slog.Logger  // nil discards
 	Metrics             Metrics       // nil records nothing
+	InventoryInterval   time.Duration // how often each edge's inventory is pulled; 0 = 2m, <0 = only at connect
 }
 
 // Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
@@ -62,6 +63,9 @@ type Gateway struct {
 	hostLine    string
 	started     time.Time
 	wg          sync.WaitGroup // every goroutine Serve started
+	inv         *inventoryStore
+	watchMu     sync.Mutex
+	watchers    map[chan struct{}]struct{}
 
 	mu         sync.Mutex
 	ln         net.Listener
@@ -98,6 +102,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = defaultMaxQueue
 	}
+	if cfg.InventoryInterval == 0 {
+		cfg.InventoryInterval = defaultInventoryInterval
+	}
 	g := &Gateway{
 		cfg:        cfg,
 		log:        cfg.Log.With("component", "ssh"),
@@ -111,6 +118,8 @@ func New(cfg Config) (*Gateway, error) {
 		started:    time.Now(),
 		publicAddr: cfg.PublicAddr,
 		closing:    make(chan struct{}),
+		inv:        newInventoryStore(),
+		watchers:   map[chan struct{}]struct{}{},
 	}
 	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysChanged)
 	if err != nil {
@@ -122,8 +131,10 @@ func New(cfg Config) (*Gateway, error) {
 }
 
 // keysChanged audits every key that entered or left authorized_keys (whoever changed the
-// file) and closes the tunnels of the keys that left.
+// file), closes the tunnels of the keys that left, forgets their inventory and tells the
+// edge watchers (the known edges changed).
 func (g *Gateway) keysChanged(added, removed []*authKey) {
+	defer g.notifyEdges()
 	for _, k := range added {
 		g.cfg.Audit.Write(audit.Event{Event: "key_added", Edge: k.name, Fingerprint: k.fp, Outcome: "ok"})
 	}
@@ -132,6 +143,7 @@ func (g *Gateway) keysChanged(added, removed []*authKey) {
 		fps = append(fps, k.fp)
 		g.cfg.Audit.Write(audit.Event{Event: "key_revoked", Edge: k.name, Fingerprint: k.fp, Outcome: "ok"})
 	}
+	g.inv.forget(fps)
 	if names := g.reg.closeKeys(fps); len(names) > 0 {
 		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -187,6 +188,7 @@ type testEdge struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	relOnce sync.Once
+	infos   atomic.Int64 // device_info calls served
 }
 
 // releaseHeld lets every "hold" call finish.
@@ -292,6 +294,7 @@ func (e *testEdge) serve(st *yamux.Stream) {
 	}
 	switch req.Method {
 	case protocol.MethodDeviceInfo:
+		e.infos.Add(1)
 		writeResult(st, protocol.DeviceInfo{Hostname: "testhost", Disks: []protocol.DiskInfo{}}, nil)
 	case protocol.MethodUpload:
 		var up protocol.UploadParams

@@ -19,7 +19,8 @@ const maxMissedKeepalives = 3
 // every KeepaliveInterval, closing the tunnel once no probe was answered for three intervals
 // (measured from the last answer, so a dead link is dropped within three intervals of its
 // last sign of life). At most one probe is outstanding: SendRequest has no timeout and returns
-// only when the reply arrives or the connection closes. It returns when the tunnel is down or
+// only when the reply arrives or the connection closes. It also pulls the edge's inventory on
+// the schedule of inventoryWait, one pull at a time. It returns when the tunnel is down or
 // must be closed.
 func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.Logger) {
 	interval := g.cfg.KeepaliveInterval
@@ -30,6 +31,9 @@ func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.
 	defer dead.Stop()
 	replies := make(chan bool, 1)
 	pending := false
+	invTimer := time.NewTimer(g.inventoryWait(true))
+	defer invTimer.Stop()
+	invDone := make(chan struct{}, 1) // buffered: a pull never blocks once supervise returned
 	for {
 		select {
 		case <-ctx.Done():
@@ -65,6 +69,17 @@ func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.
 					_, _, err := e.conn.SendRequest(keepaliveRequest, true, nil)
 					replies <- err == nil
 				})
+			}
+		case <-invTimer.C:
+			g.wg.Go(func() {
+				if _, err := g.pullInventory(ctx, e.fp, false); err != nil {
+					log.Debug("inventory pull failed", "err", err)
+				}
+				invDone <- struct{}{}
+			})
+		case <-invDone:
+			if wait := g.inventoryWait(false); wait > 0 {
+				invTimer.Reset(wait)
 			}
 		case <-dead.C:
 			log.Warn("edge dropped: keepalives unanswered", "missed", maxMissedKeepalives, "interval", interval)

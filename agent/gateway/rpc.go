@@ -62,16 +62,6 @@ func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadPara
 	return res, protocol.DecodeResponse(payload, &res)
 }
 
-// DeviceInfo asks edge for its inventory; refresh asks it to collect anew rather than cache.
-func (g *Gateway) DeviceInfo(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error) {
-	var res protocol.DeviceInfo
-	payload, err := g.call(ctx, edge, protocol.MethodDeviceInfo, protocol.DeviceInfoParams{Refresh: refresh}, nil, nil)
-	if err != nil {
-		return res, err
-	}
-	return res, protocol.DecodeResponse(payload, &res)
-}
-
 // call runs one RPC on its own stream and returns the payload of the edge's FrameResult.
 // body, if not nil, is sent as FrameData frames ending with an empty one; onFrame sees every
 // other frame the edge sends before the result.

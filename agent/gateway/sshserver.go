@@ -355,9 +355,11 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 			g.refused(e.fp, e.conn.RemoteAddr(), "edge opened a stream (protocol violation)")
 		}
 	})
+	g.notifyEdges()
 	g.supervise(ctx, c, e, log)
 	e.close()
 	g.reg.remove(e)
+	g.notifyEdges()
 	since := time.Since(e.since).Milliseconds()
 	log.Info("edge disconnected", "connected_ms", since)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_disconnect", Edge: g.reg.nameOf(e), Fingerprint: e.fp, RemoteAddr: e.remote,

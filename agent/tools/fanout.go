@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,7 +23,7 @@ const (
 
 // FanoutInput is run_on_edges' arguments: a target plus run_command's.
 type FanoutInput struct {
-	Target         string            `json:"target" jsonschema:"which edges: a label selector such as role=web,site=paris (every pair must match the labels bound at the gateway, shown as labels in get_status), or * for every known edge"`
+	Target         string            `json:"target" jsonschema:"which edges: a label selector over the labels bound at the gateway (labels in get_status): comma-separated terms key=value, key!=value, key (present) or !key (absent), all must hold, e.g. role=web,site=paris; * for every known edge"`
 	Argv           []string          `json:"argv,omitempty" jsonschema:"program and arguments, run directly without a shell (preferred). Give exactly one of argv or command"`
 	Command        string            `json:"command,omitempty" jsonschema:"a shell command line run by /bin/sh -c; only for pipes or redirection. Give exactly one of argv or command"`
 	Cwd            string            `json:"cwd,omitempty" jsonschema:"working directory on each edge (absolute path)"`
@@ -75,45 +73,11 @@ func runOnEdgesTool() mcp.Tool {
 	)
 }
 
-// parseSelector reads "*" or "k=v,k=v" (every pair must match).
-func parseSelector(s string) (map[string]string, bool, error) {
-	s = strings.TrimSpace(s)
-	if s == "*" {
-		return nil, true, nil
-	}
-	if s == "" || len(s) > 4096 {
-		return nil, false, errors.New("target is required: a label selector such as role=web,site=paris, or * for every edge")
-	}
-	sel := map[string]string{}
-	for _, kv := range strings.Split(s, ",") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if !ok || k == "" {
-			return nil, false, fmt.Errorf("target %q: %q is not key=value (use e.g. role=web,site=paris, or *)", oneLine(s), oneLine(kv))
-		}
-		sel[k] = v
-	}
-	if err := protocol.ValidateLabels(sel); err != nil {
-		return nil, false, fmt.Errorf("target %q: %v", oneLine(s), err)
-	}
-	return sel, false, nil
-}
-
-// matchEdges lists the known edges whose gateway-bound labels contain sel, sorted by name.
-func matchEdges(edges []gateway.EdgeStatus, sel map[string]string, all bool) []gateway.EdgeStatus {
+// matchEdges lists the known edges whose gateway-bound labels satisfy sel, sorted by name.
+func matchEdges(edges []gateway.EdgeStatus, sel labelSelector) []gateway.EdgeStatus {
 	var out []gateway.EdgeStatus
 	for _, e := range edges {
-		ok := all
-		if !all {
-			ok = true
-			for k, v := range sel {
-				if got, has := e.Labels[k]; !has || got != v {
-					ok = false
-					break
-				}
-			}
-		}
-		if ok {
+		if sel.matches(e.Labels) {
 			out = append(out, e)
 		}
 	}
@@ -122,9 +86,12 @@ func matchEdges(edges []gateway.EdgeStatus, sel map[string]string, all bool) []g
 
 func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in FanoutInput) *mcp.CallToolResult {
 	const tool = "run_on_edges"
-	sel, all, err := parseSelector(in.Target)
+	if strings.TrimSpace(in.Target) == "" {
+		return errResult("target is required: a label selector such as role=web,site=paris, or * for every edge")
+	}
+	sel, err := parseSelector(in.Target)
 	if err != nil {
-		return errResult(err.Error())
+		return errResult("target: " + err.Error())
 	}
 	conc := in.Concurrency
 	switch {
@@ -139,11 +106,10 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 	if err != nil {
 		return errResult(err.Error())
 	}
-	edges := matchEdges(h.fleet.Edges(false), sel, all)
+	edges := matchEdges(h.fleet.Edges(false), sel)
 	out := FanoutOutput{Target: in.Target, Matched: len(edges), Results: make([]FanoutResult, len(edges))}
 	if len(edges) == 0 {
-		keys := slices.Sorted(maps.Keys(sel))
-		return errResultWith(fmt.Sprintf("target %q matches no edge (selector keys %v): get_status shows each edge's labels", oneLine(in.Target), keys), out)
+		return errResultWith(fmt.Sprintf("target %q matches no edge: get_status shows each edge's labels", oneLine(in.Target)), out)
 	}
 
 	var pr *progress

@@ -77,7 +77,7 @@ func TestRunOnEdges(t *testing.T) {
 	}
 	for _, bad := range []map[string]any{
 		{"target": "", "argv": []string{"true"}},
-		{"target": "role", "argv": []string{"true"}},
+		{"target": "role=web,=x", "argv": []string{"true"}},
 		{"target": "role=none", "argv": []string{"true"}},
 		{"target": "*", "argv": []string{"true"}, "concurrency": 1000},
 		{"target": "*"},

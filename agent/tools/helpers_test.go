@@ -14,6 +14,7 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
 	"go.uber.org/goleak"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
@@ -34,6 +35,7 @@ type fakeFleet struct {
 	infoFn   func(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error)
 	regFn    func(line, name string, labels map[string]string) (gateway.KeyAdded, error)
 	calls    []string
+	inv      fakeInventory // find_edges and resources (find_test.go)
 }
 
 func (f *fakeFleet) record(s string) {
@@ -51,6 +53,8 @@ func (f *fakeFleet) callCount() int {
 func (f *fakeFleet) Info() gateway.Info { return f.info }
 
 func (f *fakeFleet) Edges(connectedOnly bool) []gateway.EdgeStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var out []gateway.EdgeStatus
 	for _, e := range f.edges {
 		if !connectedOnly || e.Connected {
@@ -102,6 +106,7 @@ var _ tools.Fleet = (*fakeFleet)(nil)
 type harness struct {
 	t       *testing.T
 	c       *client.Client
+	srv     *server.MCPServer
 	tools   map[string]mcp.Tool
 	schemas map[string]*jsonschema.Resolved
 	init    *mcp.InitializeResult
@@ -122,7 +127,8 @@ func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.NewInProcessClient(tools.NewServer(f, cfg))
+	srv := tools.NewServer(f, cfg)
+	c, err := client.NewInProcessClient(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +147,7 @@ func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 	if err != nil {
 		t.Fatalf("tools/list: %v", err)
 	}
-	h := &harness{t: t, c: c, init: init, tools: map[string]mcp.Tool{}, schemas: map[string]*jsonschema.Resolved{}}
+	h := &harness{t: t, c: c, srv: srv, init: init, tools: map[string]mcp.Tool{}, schemas: map[string]*jsonschema.Resolved{}}
 	for _, tool := range lt.Tools {
 		h.tools[tool.Name] = tool
 		raw, err := json.Marshal(tool.OutputSchema)

@@ -13,14 +13,16 @@ import (
 // DeviceInfoInput is get_device_info's arguments.
 type DeviceInfoInput struct {
 	Edge    string `json:"edge" jsonschema:"the edge to describe: its name from get_status (or its SHA256 key fingerprint)"`
-	Refresh bool   `json:"refresh,omitempty" jsonschema:"true to collect static facts (OS, CPU model, tools) anew instead of using the edge's cached copy; usage figures are always current"`
+	Refresh bool   `json:"refresh,omitempty" jsonschema:"true to have the edge collect everything anew (tool versions and pending updates included; takes seconds) instead of reading the copy the gateway keeps"`
 }
 
 func deviceInfoTool() mcp.Tool {
 	return mcp.NewTool("get_device_info",
 		mcp.WithDescription("Describe one edge device: OS and distribution, kernel, architecture, CPU, memory, disks, network interfaces, load, "+
-			"and capabilities (common tools with their paths, package manager, init system, container runtimes). "+
-			"Use it before run_command to choose the right commands for the device; for the list of edges use get_status."),
+			"capabilities (common tools with paths and versions, package manager, init system and failed units, container runtimes with versions), "+
+			"GPU, pending package updates and the edge's gateway-bound labels. Served from the copy the gateway keeps (collected_at tells its age); "+
+			"refresh: true asks the edge to collect everything anew, slow probes included (takes seconds). "+
+			"Use it before run_command to choose the right commands for the device; to choose among edges use find_edges, for the list of edges get_status."),
 		mcp.WithTitleAnnotation("Edge device information"),
 		mcp.WithReadOnlyHintAnnotation(true),
 		mcp.WithDestructiveHintAnnotation(false),
@@ -52,12 +54,4 @@ func (h *handlers) getDeviceInfo(ctx context.Context, _ mcp.CallToolRequest, in 
 }
 
 // normalizeDeviceInfo makes every array and map non-nil, as the output contract requires.
-func normalizeDeviceInfo(d *protocol.DeviceInfo) {
-	d.Disks = nonNil(d.Disks)
-	d.Network = nonNil(d.Network)
-	for i := range d.Network {
-		d.Network[i].Addrs = nonNil(d.Network[i].Addrs)
-	}
-	d.Capabilities.Tools = nonNilMap(d.Capabilities.Tools)
-	d.Capabilities.ContainerRuntimes = nonNil(d.Capabilities.ContainerRuntimes)
-}
+func normalizeDeviceInfo(d *protocol.DeviceInfo) { d.Normalize() }

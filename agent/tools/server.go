@@ -31,6 +31,10 @@ type Fleet interface {
 	Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error)
 	DeviceInfo(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error)
 	RegisterKey(line, name string, labels map[string]string) (gateway.KeyAdded, error)
+	// Inventories lists the edges with the inventory the gateway keeps (find_edges).
+	Inventories(connectedOnly bool) []gateway.EdgeInventory
+	// WatchEdges signals (coalesced) when edges connect or disconnect, until ctx ends.
+	WatchEdges(ctx context.Context) <-chan struct{}
 }
 
 // Config holds the settings the tools enforce. Zero values get the SPEC defaults.
@@ -79,7 +83,7 @@ func (c *Config) fill() {
 const instructions = `mcp-ssh-gateway runs commands and writes files on a fleet of edge devices that keep an SSH tunnel to this gateway.
 Workflow:
 1. Call get_status to see the edges (name, labels, connected) and pick one by its name; an edge can also be addressed by its key fingerprint (SHA256:...).
-2. Call get_device_info on it when you need its OS, architecture, disks, package manager or available tools.
+2. To choose an edge for a task, call find_edges (filters: label selector, os, arch, has_tool, free memory/disk, load; best first); call get_device_info on an edge for its details (OS, disks, tools with versions, pending updates).
 3. Run programs with run_command. Prefer argv (no shell, no quoting problems) over command (a /bin/sh -c string); use command only for pipes or redirection.
 4. For work longer than a minute use start_command, then poll get_command with since=next_since until status is no longer running; the job survives disconnects and restarts. For shorter work raise run_command's timeout_seconds (output streams as progress notifications).
 5. To run the same command on many edges use run_on_edges with a label selector (e.g. role=web) or *.
@@ -92,6 +96,7 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	h := &handlers{fleet: f, cfg: cfg, guard: newTokenGuard()}
 	s := server.NewMCPServer("mcp-ssh-gateway", cfg.Version,
 		server.WithToolCapabilities(false),
+		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
 		server.WithInputSchemaValidation(),
@@ -108,6 +113,9 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 		addKeyAdminTools(s, h, ka)
 	}
 	h.addLongWorkTools(s) // run_on_edges; jobs and download_file when f is a LongFleet
+	// Fleet inventory (issue 7): choosing an edge, and the fleet as MCP resources.
+	s.AddTool(findEdgesTool(), typed(h.findEdges))
+	registerResources(s, f)
 	return s
 }
 

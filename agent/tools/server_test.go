@@ -28,6 +28,7 @@ func TestToolsListed(t *testing.T) {
 		"upload_file":       {false, true, false, true},
 		"get_device_info":   {true, false, true, true},
 		"run_on_edges":      {false, true, false, true},
+		"find_edges":        {true, false, true, false},
 	}
 	if len(h.tools) != len(want) {
 		t.Fatalf("got %d tools, want %d", len(h.tools), len(want))

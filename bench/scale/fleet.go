@@ -82,10 +82,11 @@ type FleetConfig struct {
 
 // Fleet is a set of running simulated edges.
 type Fleet struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	errMu  sync.Mutex
-	errs   []error
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	inventory *rpc.Inventory // shared by every simulated edge
+	errMu     sync.Mutex
+	errs      []error
 }
 
 // StartFleet starts one edge per identity; each keeps its tunnel up until Stop.
@@ -112,7 +113,7 @@ func StartFleet(ctx context.Context, cfg FleetConfig, ids []Identity) (*Fleet, e
 		cfg.MaxConcurrent = 32
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	f := &Fleet{cancel: cancel}
+	f := &Fleet{cancel: cancel, inventory: &rpc.Inventory{}}
 	for i, id := range ids {
 		var src net.IP
 		if len(sources) > 0 {
@@ -131,6 +132,7 @@ func (f *Fleet) runEdge(ctx context.Context, cfg FleetConfig, pins *keys.Pins, i
 		StateDir:      cfg.StateDir,
 		Version:       "edgesim",
 		Name:          id.Name,
+		Inventory:     f.inventory, // one machine: probe it once, not once per simulated edge
 	}, cfg.Log)
 	d := net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1}
 	if src != nil {

@@ -2,9 +2,11 @@ package rpc
 
 import (
 	"context"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,9 +24,12 @@ import (
 // Device info timing: the whole answer is cached briefly, the static part (host, CPU model,
 // tools) for longer, and a filesystem that does not answer statfs in time is left out.
 const (
-	infoTTL       = 10 * time.Second
-	staticTTL     = 10 * time.Minute
-	diskUsageWait = 2 * time.Second
+	infoTTL          = 10 * time.Second
+	staticTTL        = 10 * time.Minute
+	diskUsageWait    = 2 * time.Second
+	defaultSlowTTL   = 6 * time.Hour
+	failedUnitsWait  = 5 * time.Second
+	maxDiskPartition = 256
 )
 
 // Tools looked up on PATH for Capabilities.Tools.
@@ -50,21 +55,37 @@ var skipFstypes = map[string]bool{
 	"glusterfs": true, "afs": true, "none": true, "": true,
 }
 
-// infoCache holds the last answer and the slow, static facts.
-type infoCache struct {
+// Inventory holds the last device inventory and the facts collected in its two slower tiers.
+// Every Server has its own unless Config.Inventory names one to share: the simulated edges of
+// bench/scale all describe one machine, which is then probed once instead of once per edge.
+type Inventory struct {
 	mu       sync.Mutex
 	last     *protocol.DeviceInfo
 	lastAt   time.Time
 	static   *staticInfo
 	staticAt time.Time
+	slow     *slowInfo
+	slowAt   time.Time
+	// stuck holds mount points whose statfs did not answer in time: they are skipped from then
+	// on, so a dead mount costs one goroutine once, never one per collection.
+	stuck map[string]bool
 }
 
-// staticInfo is what does not change while the edge runs (or changes rarely).
+// staticInfo is what does not change while the edge runs (or changes rarely): read every
+// staticTTL, from files and one quick command (failed units).
 type staticInfo struct {
 	host  host.InfoStat
 	model string
 	cores int
 	caps  protocol.Capabilities
+	gpu   protocol.GPUInfo
+}
+
+// slowInfo is what costs processes and seconds: versions and pending updates, read every
+// Config.InventorySlowInterval.
+type slowInfo struct {
+	versions map[string]string
+	updates  protocol.UpdatesInfo
 }
 
 // deviceInfo answers MethodDeviceInfo.
@@ -78,17 +99,34 @@ func (s *Server) deviceInfo(ctx context.Context, c *call) (any, error) {
 
 // collectInfo returns the device inventory, from cache unless refresh or stale.
 func (s *Server) collectInfo(ctx context.Context, refresh bool) *protocol.DeviceInfo {
-	ic := &s.info
+	ic := s.cfg.Inventory
 	ic.mu.Lock()
 	defer ic.mu.Unlock()
 	now := time.Now()
 	if !refresh && ic.last != nil && now.Sub(ic.lastAt) < infoTTL {
-		return ic.last
+		return s.own(ic.last)
 	}
 	if refresh || ic.static == nil || now.Sub(ic.staticAt) > staticTTL {
 		ic.static, ic.staticAt = collectStatic(ctx), now
 	}
 	st := ic.static
+	slowTTL := s.cfg.InventorySlowInterval
+	if slowTTL <= 0 {
+		slowTTL = defaultSlowTTL
+	}
+	if refresh || ic.slow == nil || now.Sub(ic.slowAt) > slowTTL {
+		ic.slow, ic.slowAt = s.collectSlow(ctx, st), now
+	}
+	caps := st.caps
+	caps.ToolVersions, caps.ContainerRuntimeVersions = map[string]string{}, map[string]string{}
+	for name, v := range ic.slow.versions {
+		if _, ok := caps.Tools[name]; ok {
+			caps.ToolVersions[name] = v
+		}
+		if slices.Contains(caps.ContainerRuntimes, name) {
+			caps.ContainerRuntimeVersions[name] = v
+		}
+	}
 	d := &protocol.DeviceInfo{
 		Edge:            s.cfg.Name,
 		Hostname:        st.host.Hostname,
@@ -98,11 +136,14 @@ func (s *Server) collectInfo(ctx context.Context, refresh bool) *protocol.Device
 		KernelVersion:   st.host.KernelVersion,
 		Arch:            st.host.KernelArch,
 		CPU:             protocol.CPUInfo{Model: st.model, Cores: st.cores, LogicalCores: runtime.NumCPU()},
-		Disks:           collectDisks(ctx),
+		Disks:           collectDisks(ctx, ic),
 		Network:         collectNet(ctx),
-		Capabilities:    st.caps,
+		Capabilities:    caps,
 		EdgeVersion:     s.cfg.Version,
 		CollectedAt:     now.UTC().Format(time.RFC3339),
+		GPU:             st.gpu,
+		Updates:         ic.slow.updates,
+		Labels:          map[string]string{},
 	}
 	if up, err := host.UptimeWithContext(ctx); err == nil {
 		d.UptimeSeconds = up
@@ -120,7 +161,15 @@ func (s *Server) collectInfo(ctx context.Context, refresh bool) *protocol.Device
 		d.Load = protocol.LoadInfo{Load1: l.Load1, Load5: l.Load5, Load15: l.Load15}
 	}
 	ic.last, ic.lastAt = d, now
-	return d
+	return s.own(d)
+}
+
+// own is d as this server reports it: with its own edge name and version (d may come from a
+// shared Inventory). The copy is shallow: callers only encode it.
+func (s *Server) own(d *protocol.DeviceInfo) *protocol.DeviceInfo {
+	c := *d
+	c.Edge, c.EdgeVersion = s.cfg.Name, s.cfg.Version
+	return &c
 }
 
 // collectStatic gathers host identity, CPU model and capabilities.
@@ -145,7 +194,45 @@ func collectStatic(ctx context.Context) *staticInfo {
 		st.cores = n
 	}
 	st.caps = collectCapabilities()
+	st.caps.FailedUnits = []string{}
+	if st.caps.InitSystem == "systemd" {
+		st.caps.FailedUnits = failedUnits(ctx, failedUnitsWait)
+	}
+	st.gpu.Present, st.gpu.Devices = collectGPU("/")
 	return st
+}
+
+// collectSlow asks the tools for their versions and the package manager for pending updates,
+// at the same time; each probe is bounded, so this returns within about
+// defaultUpdatesTimeout even when a tool hangs.
+func (s *Server) collectSlow(ctx context.Context, st *staticInfo) *slowInfo {
+	timeout := s.cfg.ProbeTimeout
+	if timeout <= 0 {
+		timeout = defaultProbeTimeout
+	}
+	sl := &slowInfo{updates: protocol.UpdatesInfo{Security: -1}}
+	paths := maps.Clone(st.caps.Tools)
+	for _, rt := range st.caps.ContainerRuntimes {
+		if p, err := exec.LookPath(rt); err == nil {
+			paths[rt] = p
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { sl.versions = toolVersions(ctx, paths, timeout) })
+	if pm := st.caps.PackageManager; pm != "" {
+		wg.Go(func() {
+			start := time.Now()
+			pending, security, ok := pendingUpdates(ctx, pm, max(timeout, defaultUpdatesTimeout))
+			if ok {
+				sl.updates = protocol.UpdatesInfo{Checked: true, Pending: pending, Security: security,
+					CheckedAt: start.UTC().Format(time.RFC3339)}
+			}
+			s.log.Debug("pending updates checked", "package_manager", pm, "ok", ok, "pending", pending,
+				"duration_ms", time.Since(start).Milliseconds())
+		})
+	}
+	wg.Wait()
+	return sl
 }
 
 // collectCapabilities finds tools, the package manager, init system and container runtimes.
@@ -196,8 +283,9 @@ func initSystem() string {
 	return ""
 }
 
-// collectDisks lists local filesystems with their usage; each statfs is bounded in time.
-func collectDisks(ctx context.Context) []protocol.DiskInfo {
+// collectDisks lists local filesystems with their usage; each statfs is bounded in time and a
+// mount point that did not answer is remembered in ic.stuck and skipped afterwards.
+func collectDisks(ctx context.Context, ic *Inventory) []protocol.DiskInfo {
 	out := []protocol.DiskInfo{}
 	parts, err := disk.PartitionsWithContext(ctx, true)
 	if err != nil {
@@ -205,7 +293,10 @@ func collectDisks(ctx context.Context) []protocol.DiskInfo {
 	}
 	seen := map[string]bool{}
 	for _, p := range parts {
-		if skipFstypes[p.Fstype] || strings.HasPrefix(p.Fstype, "fuse.") || seen[p.Mountpoint] {
+		if len(out) >= maxDiskPartition {
+			break
+		}
+		if skipFstypes[p.Fstype] || strings.HasPrefix(p.Fstype, "fuse.") || seen[p.Mountpoint] || ic.stuck[p.Mountpoint] {
 			continue
 		}
 		seen[p.Mountpoint] = true
@@ -223,6 +314,10 @@ func collectDisks(ctx context.Context) []protocol.DiskInfo {
 				out = append(out, protocol.DiskInfo{Mount: p.Mountpoint, Fstype: p.Fstype, Total: u.Total, Free: u.Free, UsedPercent: u.UsedPercent})
 			}
 		case <-time.After(diskUsageWait):
+			if ic.stuck == nil {
+				ic.stuck = map[string]bool{}
+			}
+			ic.stuck[p.Mountpoint] = true
 		case <-ctx.Done():
 			return out
 		}

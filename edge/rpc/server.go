@@ -32,6 +32,13 @@ type Config struct {
 	JobRetention time.Duration // finished jobs are kept this long (EDGE_JOB_RETENTION), default 24h
 	JobOutputMax int64         // bytes of output one job's journal keeps, default 64 MiB
 	JobCommand   []string      // argv prefix that runs RunJob (the edge's own binary), see jobs.go
+
+	// Inventory schedule (device info). The gateway asks for the inventory at connect and on
+	// its own schedule; cheap figures are read anew each time, the slow probes below only when
+	// older than InventorySlowInterval (or on refresh).
+	InventorySlowInterval time.Duration // tool versions, pending updates; 0 means 6h
+	ProbeTimeout          time.Duration // one `tool --version`; 0 means 5s
+	Inventory             *Inventory    // shared inventory cache; nil: the server's own
 }
 
 // Bounds the server applies to every stream.
@@ -48,7 +55,6 @@ type Server struct {
 	log   *slog.Logger
 	sem   chan struct{}
 	logMu sync.Mutex
-	info  infoCache
 }
 
 // NewServer returns a server enforcing cfg. A MaxConcurrent below 1 means 32.
@@ -58,6 +64,9 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Inventory == nil {
+		cfg.Inventory = &Inventory{}
 	}
 	return &Server{cfg: cfg, log: log, sem: make(chan struct{}, cfg.MaxConcurrent)}
 }

@@ -1,0 +1,339 @@
+package gateway
+
+// This file keeps the fleet's inventory at the gateway. Only the gateway opens streams, so it
+// pulls: each connected edge is asked for its device info at connect and then every
+// Config.InventoryInterval (with jitter, so that a restarted gateway does not ask 10,000 edges
+// at once). The edge decides what each answer costs it (cheap figures always, slow probes
+// rarely); the gateway keeps the latest answer per key, compactly, so that get_device_info,
+// find_edges and the MCP resources read it without a round trip.
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+const (
+	defaultInventoryInterval = 2 * time.Minute
+	// inventoryPullTimeout bounds one pull (the edge's slow probes included).
+	inventoryPullTimeout = 2 * time.Minute
+	// maxInventories bounds the store: entries of offline edges are dropped first.
+	maxInventories = 20000
+	// maxInventoryBlob bounds one stored (compressed) inventory.
+	maxInventoryBlob = 256 << 10
+	// maxInterned bounds the string interning table.
+	maxInterned = 8192
+)
+
+// InventorySummary is the part of an edge's inventory that choosing an edge needs, kept
+// uncompressed for every edge (find_edges filters and sorts 10,000 of them in a few ms).
+type InventorySummary struct {
+	OS, Platform, PlatformVersion, Arch string
+	LogicalCores                        int
+	Load1                               float64
+	MemoryTotal, MemoryAvailable        uint64
+	DiskFree                            uint64   // most free bytes on one local filesystem
+	DiskFreeMount                       string   // which one
+	Tools                               []string // sorted names: tools and container runtimes
+	ToolVersions                        []string // version of Tools[i], "" if unknown
+	ContainerRuntimes                   []string
+	PackageManager, InitSystem          string
+	UpdatesChecked                      bool
+	PendingUpdates, SecurityUpdates     int
+	FailedUnits                         int
+	GPU                                 bool
+	CollectedAt                         time.Time // edge's clock
+	ReceivedAt                          time.Time // gateway's clock
+}
+
+// HasTool reports whether the edge has the named tool or container runtime.
+func (s *InventorySummary) HasTool(name string) bool {
+	_, ok := slices.BinarySearch(s.Tools, name)
+	return ok
+}
+
+// ToolVersion is the version of a tool, "" when unknown or absent.
+func (s *InventorySummary) ToolVersion(name string) string {
+	if i, ok := slices.BinarySearch(s.Tools, name); ok {
+		return s.ToolVersions[i]
+	}
+	return ""
+}
+
+// EdgeInventory is one edge's status with its inventory summary (nil before the first pull).
+type EdgeInventory struct {
+	Status  EdgeStatus
+	Summary *InventorySummary
+}
+
+// inventoryEntry is what the store keeps per key: the summary and the full inventory as
+// gzip-compressed JSON (about 1–2 KiB), decoded only when one edge's details are read.
+type inventoryEntry struct {
+	sum  InventorySummary
+	blob []byte
+}
+
+// inventoryStore holds the latest inventory per key fingerprint, bounded in count and size.
+type inventoryStore struct {
+	mu       sync.Mutex
+	byFP     map[string]*inventoryEntry
+	max      int // entries kept, maxInventories
+	interned map[string]string
+	gz       sync.Pool // *gzip.Writer
+}
+
+func newInventoryStore() *inventoryStore {
+	return &inventoryStore{byFP: map[string]*inventoryEntry{}, max: maxInventories, interned: map[string]string{}}
+}
+
+// intern returns a shared copy of a short, common string (OS, tool names, versions), so that
+// 10,000 summaries do not each hold their own "linux" and "git". Callers hold s.mu.
+func (s *inventoryStore) intern(v string) string {
+	if len(v) > 64 {
+		return v
+	}
+	if c, ok := s.interned[v]; ok {
+		return c
+	}
+	if len(s.interned) < maxInterned {
+		s.interned[v] = v
+	}
+	return v
+}
+
+// put stores d (already normalized) for fp. connected tells which entries may be evicted when
+// the store is full: those of keys not connected, oldest first.
+func (s *inventoryStore) put(fp string, d *protocol.DeviceInfo, connected func(fp string) bool) error {
+	blob, err := s.compress(d)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byFP[fp]; !ok && len(s.byFP) >= s.max {
+		victim, oldest := "", time.Time{}
+		for k, e := range s.byFP {
+			if !connected(k) && (victim == "" || e.sum.ReceivedAt.Before(oldest)) {
+				victim, oldest = k, e.sum.ReceivedAt
+			}
+		}
+		if victim == "" {
+			return fmt.Errorf("inventory store is full (%d connected edges)", s.max)
+		}
+		delete(s.byFP, victim)
+	}
+	s.byFP[fp] = &inventoryEntry{sum: s.summarize(d), blob: blob}
+	return nil
+}
+
+// summarize extracts the summary of d. Callers hold s.mu.
+func (s *inventoryStore) summarize(d *protocol.DeviceInfo) InventorySummary {
+	sum := InventorySummary{
+		OS: s.intern(d.OS), Platform: s.intern(d.Platform), PlatformVersion: s.intern(d.PlatformVersion),
+		Arch: s.intern(d.Arch), LogicalCores: d.CPU.LogicalCores, Load1: d.Load.Load1,
+		MemoryTotal: d.Memory.Total, MemoryAvailable: d.Memory.Available,
+		PackageManager: s.intern(d.Capabilities.PackageManager), InitSystem: s.intern(d.Capabilities.InitSystem),
+		UpdatesChecked: d.Updates.Checked, PendingUpdates: d.Updates.Pending, SecurityUpdates: d.Updates.Security,
+		FailedUnits: len(d.Capabilities.FailedUnits), GPU: d.GPU.Present, ReceivedAt: time.Now(),
+	}
+	if !d.Updates.Checked {
+		sum.SecurityUpdates = -1
+	}
+	sum.CollectedAt, _ = time.Parse(time.RFC3339, d.CollectedAt)
+	for _, disk := range d.Disks {
+		if disk.Free > sum.DiskFree {
+			sum.DiskFree, sum.DiskFreeMount = disk.Free, s.intern(disk.Mount)
+		}
+	}
+	names := make([]string, 0, len(d.Capabilities.Tools)+len(d.Capabilities.ContainerRuntimes))
+	for name := range d.Capabilities.Tools {
+		names = append(names, name)
+	}
+	for _, rt := range d.Capabilities.ContainerRuntimes {
+		if _, ok := d.Capabilities.Tools[rt]; !ok {
+			names = append(names, rt)
+		}
+		sum.ContainerRuntimes = append(sum.ContainerRuntimes, s.intern(rt))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	sum.Tools = make([]string, len(names))
+	sum.ToolVersions = make([]string, len(names))
+	for i, n := range names {
+		v := d.Capabilities.ToolVersions[n]
+		if v == "" {
+			v = d.Capabilities.ContainerRuntimeVersions[n]
+		}
+		sum.Tools[i], sum.ToolVersions[i] = s.intern(n), s.intern(v)
+	}
+	return sum
+}
+
+// compress encodes d as gzip-compressed JSON.
+func (s *inventoryStore) compress(d *protocol.DeviceInfo) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, _ := s.gz.Get().(*gzip.Writer)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	} else {
+		zw.Reset(&buf)
+	}
+	defer s.gz.Put(zw)
+	if err := json.NewEncoder(zw).Encode(d); err != nil {
+		return nil, fmt.Errorf("encode inventory: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress inventory: %w", err)
+	}
+	if buf.Len() > maxInventoryBlob {
+		return nil, fmt.Errorf("inventory is %d bytes compressed (max %d)", buf.Len(), maxInventoryBlob)
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+// get returns the full stored inventory of fp.
+func (s *inventoryStore) get(fp string) (protocol.DeviceInfo, bool, error) {
+	var d protocol.DeviceInfo
+	s.mu.Lock()
+	e := s.byFP[fp]
+	s.mu.Unlock()
+	if e == nil {
+		return d, false, nil
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(e.blob))
+	if err != nil {
+		return d, false, fmt.Errorf("stored inventory: %w", err)
+	}
+	if err := json.NewDecoder(io.LimitReader(zr, protocol.MaxJSONFrame)).Decode(&d); err != nil {
+		return d, false, fmt.Errorf("stored inventory: %w", err)
+	}
+	return d, true, nil
+}
+
+// summary returns a copy of fp's summary, or nil.
+func (s *inventoryStore) summary(fp string) *InventorySummary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.byFP[fp]; e != nil {
+		sum := e.sum
+		return &sum
+	}
+	return nil
+}
+
+// forget drops the inventories of keys that are no longer authorized.
+func (s *inventoryStore) forget(fps []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, fp := range fps {
+		delete(s.byFP, fp)
+	}
+}
+
+// inventoryWait is how long until the next scheduled pull of an edge's inventory: under a
+// second after connect (spread a little, for a reconnect storm), then InventoryInterval ±10 %.
+// It returns 0 when no further pull is scheduled (a negative InventoryInterval: only the pull
+// at connect happens). supervise runs the schedule, so it costs no goroutine per edge.
+func (g *Gateway) inventoryWait(first bool) time.Duration {
+	if first {
+		return time.Duration(rand.Int64N(int64(time.Second))) + 1
+	}
+	interval := g.cfg.InventoryInterval
+	if interval < 0 {
+		return 0
+	}
+	return interval - interval/10 + time.Duration(rand.Int64N(int64(interval/5)+1))
+}
+
+// pullInventory asks the edge with key fp for its inventory and stores it.
+func (g *Gateway) pullInventory(ctx context.Context, fp string, refresh bool) (protocol.DeviceInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, inventoryPullTimeout)
+	defer cancel()
+	var d protocol.DeviceInfo
+	payload, err := g.call(ctx, fp, protocol.MethodDeviceInfo, protocol.DeviceInfoParams{Refresh: refresh}, nil, nil)
+	if err != nil {
+		return d, err
+	}
+	if err := protocol.DecodeResponse(payload, &d); err != nil {
+		return d, err
+	}
+	d.Normalize()
+	d.Labels = map[string]string{} // never stored: bound labels are read at answer time
+	if err := g.inv.put(fp, &d, func(fp string) bool { return g.reg.get(fp) != nil }); err != nil {
+		g.log.Warn("inventory not stored", "fingerprint", fp, "err", err)
+	}
+	return d, nil
+}
+
+// DeviceInfo returns edge's inventory: the copy the gateway keeps (no round trip), or, with
+// refresh or before the first pull, one collected anew by the edge (refresh also re-runs its
+// slow probes). Labels are the ones bound to the key now.
+func (g *Gateway) DeviceInfo(ctx context.Context, ref string, refresh bool) (protocol.DeviceInfo, error) {
+	e, err := g.resolve(ref)
+	if err != nil {
+		return protocol.DeviceInfo{}, err
+	}
+	d, ok := protocol.DeviceInfo{}, false
+	if !refresh {
+		if d, ok, err = g.inv.get(e.fp); err != nil {
+			g.log.Warn("stored inventory unreadable: asking the edge", "fingerprint", e.fp, "err", err)
+		}
+	}
+	if !ok {
+		if d, err = g.pullInventory(ctx, e.fp, refresh); err != nil {
+			return d, err
+		}
+	}
+	d.Normalize()
+	d.Edge = g.reg.nameOf(e)
+	if k := g.keys.lookup(e.fp); k != nil {
+		d.Labels = cloneLabels(k.labels)
+	}
+	return d, nil
+}
+
+// Inventories lists the edges (as Edges does) with their inventory summaries.
+func (g *Gateway) Inventories(connectedOnly bool) []EdgeInventory {
+	edges := g.Edges(connectedOnly)
+	out := make([]EdgeInventory, len(edges))
+	for i, st := range edges {
+		out[i] = EdgeInventory{Status: st, Summary: g.inv.summary(st.Fingerprint)}
+	}
+	return out
+}
+
+// WatchEdges returns a channel that receives a value (coalesced) whenever an edge connects or
+// disconnects, or the set of authorized keys changes, until ctx ends.
+func (g *Gateway) WatchEdges(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	g.watchMu.Lock()
+	g.watchers[ch] = struct{}{}
+	g.watchMu.Unlock()
+	context.AfterFunc(ctx, func() {
+		g.watchMu.Lock()
+		delete(g.watchers, ch)
+		g.watchMu.Unlock()
+	})
+	return ch
+}
+
+// notifyEdges wakes every WatchEdges channel without blocking.
+func (g *Gateway) notifyEdges() {
+	g.watchMu.Lock()
+	defer g.watchMu.Unlock()
+	for ch := range g.watchers {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+)
+
+// TestInventoryPulledAtConnectAndKept: the gateway pulls the inventory when the edge connects,
+// serves get_device_info from its copy without a round trip, and asks anew on refresh.
+func TestInventoryPulledAtConnectAndKept(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, `name="pi",labels="role=web"`), func(c *Config) { c.InventoryInterval = -1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	changes := f.g.WatchEdges(ctx)
+	e := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	waitFor(t, 10*time.Second, "inventory pulled at connect", func() bool {
+		inv := f.g.Inventories(true)
+		return len(inv) == 1 && inv[0].Summary != nil
+	})
+	select {
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no WatchEdges signal on connect")
+	}
+	if n := e.infos.Load(); n != 1 {
+		t.Fatalf("%d device_info calls after connect, want 1", n)
+	}
+	for range 3 {
+		d, err := f.g.DeviceInfo(ctx, "pi", false)
+		if err != nil || d.Hostname != "testhost" || d.Edge != "pi" || d.Labels["role"] != "web" {
+			t.Fatalf("DeviceInfo = %+v, %v", d, err)
+		}
+		if d.Capabilities.Tools == nil || d.Capabilities.ToolVersions == nil || d.GPU.Devices == nil || d.Capabilities.FailedUnits == nil {
+			t.Fatalf("nil map or slice from an edge that sent none: %+v", d)
+		}
+	}
+	if n := e.infos.Load(); n != 1 {
+		t.Fatalf("%d device_info calls after 3 cached reads, want 1", n)
+	}
+	if _, err := f.g.DeviceInfo(ctx, "pi", true); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.infos.Load(); n != 2 {
+		t.Fatalf("%d device_info calls after a refresh, want 2", n)
+	}
+	e.close()
+	select {
+	case <-changes:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no WatchEdges signal on disconnect")
+	}
+}
+
+func TestInventoryScheduledPulls(t *testing.T) {
+	f, e, _ := connected(t, protocol.Hello{}, func(c *Config) { c.InventoryInterval = 100 * time.Millisecond })
+	waitFor(t, 10*time.Second, "three scheduled pulls", func() bool { return e.infos.Load() >= 3 })
+	_ = f
+}
+
+// sampleInventory is a realistic inventory (a Debian box with docker and 30 tools).
+func sampleInventory(i int) *protocol.DeviceInfo {
+	d := &protocol.DeviceInfo{
+		Hostname: fmt.Sprintf("host-%05d", i), OS: "linux", Platform: "debian", PlatformVersion: "12.8",
+		KernelVersion: "6.1.0-28-amd64", Arch: "x86_64", UptimeSeconds: 123456,
+		CPU:    protocol.CPUInfo{Model: "Intel(R) Xeon(R) CPU E5-2690 v4 @ 2.60GHz", Cores: 4, LogicalCores: 8, Percent: 3.2},
+		Memory: protocol.MemoryInfo{Total: 16 << 30, Available: uint64(i) << 20, UsedPercent: 40},
+		Disks: []protocol.DiskInfo{{Mount: "/", Fstype: "ext4", Total: 100 << 30, Free: 50 << 30, UsedPercent: 50},
+			{Mount: "/boot", Fstype: "ext4", Total: 1 << 30, Free: 500 << 20, UsedPercent: 50}},
+		Network: []protocol.NetIface{{Name: "lo", Addrs: []string{"127.0.0.1/8", "::1/128"}},
+			{Name: "eth0", Addrs: []string{fmt.Sprintf("10.0.%d.%d/16", i/256, i%256)}, MAC: "52:54:00:12:34:56"},
+			{Name: "docker0", Addrs: []string{"172.17.0.1/16"}, MAC: "02:42:ac:11:00:01"}},
+		Load:        protocol.LoadInfo{Load1: 0.5, Load5: 0.4, Load15: 0.3},
+		EdgeVersion: "1.0.0", CollectedAt: "2026-01-01T00:00:00Z",
+		Capabilities: protocol.Capabilities{Tools: map[string]string{}, ToolVersions: map[string]string{},
+			PackageManager: "apt", InitSystem: "systemd", ContainerRuntimes: []string{"docker"},
+			ContainerRuntimeVersions: map[string]string{"docker": "26.1.5"}, FailedUnits: []string{}},
+		GPU:     protocol.GPUInfo{Devices: []string{}},
+		Updates: protocol.UpdatesInfo{Checked: true, Pending: 12, Security: 3, CheckedAt: "2026-01-01T00:00:00Z"},
+	}
+	for _, tool := range []string{"sh", "bash", "git", "curl", "wget", "python3", "perl", "docker", "systemctl", "apt",
+		"make", "gcc", "tar", "gzip", "unzip", "rsync", "jq", "ip", "ss", "sudo", "journalctl", "node", "npm", "go"} {
+		d.Capabilities.Tools[tool] = "/usr/bin/" + tool
+		d.Capabilities.ToolVersions[tool] = "1.2.3"
+	}
+	d.Normalize()
+	return d
+}
+
+// TestInventoryStoreMemoryPerEdge measures what 10,000 stored inventories cost.
+func TestInventoryStoreMemoryPerEdge(t *testing.T) {
+	const n = 2000 // enough to measure; 10,000 cost n×5 (the log line extrapolates)
+	s := newInventoryStore()
+	never := func(string) bool { return false }
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range n {
+		if err := s.put(fmt.Sprintf("SHA256:%043d", i), sampleInventory(i), never); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("inventory store: %d bytes per edge (measured on %d edges; 10,000 edges ≈ %.1f MiB)", per, n, float64(per*10000)/(1<<20))
+	if per > 8<<10 {
+		t.Errorf("%d bytes per edge, want at most 8 KiB", per)
+	}
+	d, ok, err := s.get(fmt.Sprintf("SHA256:%043d", 42))
+	if err != nil || !ok || d.Hostname != "host-00042" || len(d.Network) != 3 {
+		t.Fatalf("get = %+v, %v, %v", d, ok, err)
+	}
+	sum := s.summary(fmt.Sprintf("SHA256:%043d", 42))
+	if sum == nil || !sum.HasTool("docker") || !sum.HasTool("git") || sum.HasTool("kubectl") ||
+		sum.ToolVersion("docker") != "1.2.3" || sum.DiskFree != 50<<30 || sum.DiskFreeMount != "/" || sum.SecurityUpdates != 3 {
+		t.Fatalf("summary = %+v", sum)
+	}
+	runtime.KeepAlive(s)
+}
+
+func TestInventoryStoreBounded(t *testing.T) {
+	s := newInventoryStore()
+	s.max = 3
+	online := map[string]bool{"a": true, "b": true, "c": true}
+	isOnline := func(fp string) bool { return online[fp] }
+	for _, fp := range []string{"a", "b", "c"} {
+		if err := s.put(fp, sampleInventory(1), isOnline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.put("d", sampleInventory(1), isOnline); err == nil {
+		t.Fatal("stored a 4th inventory with 3 connected edges in a store of 3")
+	}
+	online["b"] = false
+	if err := s.put("d", sampleInventory(1), isOnline); err != nil || s.summary("b") != nil || s.summary("d") == nil {
+		t.Fatalf("offline entry not evicted: %v", err)
+	}
+	s.forget([]string{"a"})
+	if s.summary("a") != nil {
+		t.Fatal("forget kept the entry")
+	}
+}
