@@ -150,6 +150,37 @@ func TestFaultResetDuringRunCommand(t *testing.T) {
 	g.waitConnected(t, e.key.fp, nil)
 }
 
+// TestFaultResetDuringJob: the link is reset while a start_command job runs; the job keeps
+// running on the edge, and once the edge has reconnected by itself its whole output and exit
+// code are readable.
+func TestFaultResetDuringJob(t *testing.T) {
+	t.Parallel()
+	_, g, e, px := faultSetup(t)
+	r := g.call(t, "start_command", map[string]any{"edge": "flaky",
+		"command": "for i in $(seq 1 10); do echo tick$i; sleep 0.3; done; exit 4"})
+	if r.IsError {
+		t.Fatalf("start_command: %s", r.Text)
+	}
+	j := decode[jobOut](t, r.Structured)
+	time.Sleep(500 * time.Millisecond)
+	addToxic(t, px, "reset_peer", map[string]any{"timeout": 0})
+	// The gateway notices the reset (the edge is no longer listed as connected) before the
+	// link is given back.
+	if !waitFor(3*faultKeepalive+slack, func() bool { e2, _ := g.edgeByFP(t, e.key.fp); return !e2.Connected }) {
+		t.Fatal("the gateway never noticed the reset")
+	}
+	removeToxic(t, px, "reset_peer")
+	g.waitConnected(t, e.key.fp, nil)
+	final, output := g.pollJob(t, j.JobID, 30*time.Second)
+	var want strings.Builder
+	for i := 1; i <= 10; i++ {
+		fmt.Fprintf(&want, "tick%d\n", i)
+	}
+	if final.Status != "exited" || final.ExitCode == nil || *final.ExitCode != 4 || output != want.String() {
+		t.Fatalf("job after the reset: %+v output %q, want exited 4 with %q", final, output, want.String())
+	}
+}
+
 // inFlight is the edge's in_flight count in get_status, or -1 when not listed.
 func inFlight(t *testing.T, g *gateway, fp string) int {
 	e, all := g.edgeByFP(t, fp)

@@ -37,13 +37,21 @@ func TestTypeScriptClient(t *testing.T) {
 	port := freePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	f.startEdge(t, k, addr, nil)
+	// An edge whose key is not authorized: it shows as pending, and the client approves it.
+	stranger := f.newEdgeKey(t)
+	f.startEdge(t, stranger, addr, map[string]string{"EDGE_NAME": "ts-stranger"})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "client.mjs")
 	cmd.Dir = nodeDir
-	env := f.gatewayEnv(map[string]string{"SSH_PORT": strconv.Itoa(port)})
-	cmd.Env = append(env, "GATEWAY_BIN="+gatewayBin, "EXPECT_EDGE=ts-edge", "UPLOAD_DIR="+t.TempDir())
+	env := f.gatewayEnv(map[string]string{
+		"SSH_PORT":        strconv.Itoa(port),
+		"PROVISION_TOKEN": "a-long-provisioning-token-for-ts",
+		"FILES_DIR":       t.TempDir(),
+	})
+	cmd.Env = append(env, "GATEWAY_BIN="+gatewayBin, "EXPECT_EDGE=ts-edge", "UPLOAD_DIR="+t.TempDir(),
+		"PENDING_FP="+stranger.fp)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {

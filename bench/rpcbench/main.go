@@ -1,13 +1,15 @@
 // Command rpcbench measures, in one run on this machine, what a call through mcp-ssh-gateway
 // costs next to OpenSSH: `run_command` latency through the real gateway and a local edge
 // against multiplexed `ssh -S ctl host true` on a throw-away sshd, the fork+exec floor, a
-// 32 MiB upload against scp, and the resident memory of both binaries. It prints a markdown
+// 256 MiB upload_file with source_path and a 32 MiB one with base64 content against scp +
+// sync, the gateway's memory during a 1 GiB upload, and the resident memory of both binaries. It prints a markdown
 // report to stdout; progress and warnings go to stderr. Everything listens on 127.0.0.1 and
 // everything it starts is stopped and removed at the end.
 //
 // Usage (what `make bench` runs, after `make build`):
 //
-//	go run ./bench/rpcbench [-n 200] [-warmup 20] [-upload-mib 32] [-upload-runs 3] [-timeout 10m]
+//	go run ./bench/rpcbench [-n 200] [-warmup 20] [-upload-mib 32] [-upload-runs 3]
+//	    [-transfer-mib 256] [-big-mib 1024] [-timeout 10m]
 //
 // The binary paths default to $GATEWAY_BIN and $EDGE_BIN, else to $BIN_DIR (or bin/) joined
 // with the binary's name. The OpenSSH rows need /usr/sbin/sshd (Debian: openssh-server) and
@@ -30,15 +32,17 @@ import (
 
 // options are the benchmark's command-line settings.
 type options struct {
-	gatewayBin string
-	edgeBin    string
-	sshdBin    string
-	n          int
-	warmup     int
-	uploadMiB  int
-	uploadRuns int
-	idle       time.Duration
-	timeout    time.Duration
+	gatewayBin  string
+	edgeBin     string
+	sshdBin     string
+	n           int
+	warmup      int
+	uploadMiB   int
+	uploadRuns  int
+	transferMiB int // upload_file with source_path
+	bigMiB      int // one large source_path upload under memory sampling; 0 skips it
+	idle        time.Duration
+	timeout     time.Duration
 }
 
 // Bounds on the flags, so one run stays short on a shared machine.
@@ -46,6 +50,7 @@ const (
 	maxN          = 100000
 	maxUploadMiB  = 1024
 	maxUploadRuns = 20
+	maxBigMiB     = 4096
 )
 
 func main() {
@@ -87,6 +92,8 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.warmup, "warmup", 20, "untimed calls before each latency row")
 	fs.IntVar(&o.uploadMiB, "upload-mib", 32, "size of the uploaded file in MiB")
 	fs.IntVar(&o.uploadRuns, "upload-runs", 3, "uploads per transfer row (the median is reported)")
+	fs.IntVar(&o.transferMiB, "transfer-mib", 256, "size in MiB of the file uploaded with source_path (and scp)")
+	fs.IntVar(&o.bigMiB, "big-mib", 1024, "size in MiB of the upload during which the gateway's memory is sampled; 0 skips it")
 	fs.DurationVar(&o.idle, "idle", 2*time.Second, "how long the fleet idles before its memory is read")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -102,6 +109,10 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-warmup %d: want 0..%d", o.warmup, maxN)
 	case o.uploadMiB < 1 || o.uploadMiB > maxUploadMiB:
 		return o, fmt.Errorf("-upload-mib %d: want 1..%d", o.uploadMiB, maxUploadMiB)
+	case o.transferMiB < 1 || o.transferMiB > maxUploadMiB:
+		return o, fmt.Errorf("-transfer-mib %d: want 1..%d", o.transferMiB, maxUploadMiB)
+	case o.bigMiB < 0 || o.bigMiB > maxBigMiB:
+		return o, fmt.Errorf("-big-mib %d: want 0..%d", o.bigMiB, maxBigMiB)
 	case o.uploadRuns < 1 || o.uploadRuns > maxUploadRuns:
 		return o, fmt.Errorf("-upload-runs %d: want 1..%d", o.uploadRuns, maxUploadRuns)
 	case o.idle < 0 || o.idle > time.Minute:

@@ -43,8 +43,9 @@ type report struct {
 	uploadBytes int64
 	mcpUpload   []float64 // MiB/s per run
 	scpUpload   []float64 // MiB/s per run
-	rssIdle     [2]int64  // gateway, edge: idle after connecting
-	rssAfter    [2]int64  // gateway, edge: idle after the runs
+	transfer    transferReport
+	rssIdle     [2]int64 // gateway, edge: idle after connecting
+	rssAfter    [2]int64 // gateway, edge: idle after the runs
 	gatewayPID  int
 	edgePID     int
 }
@@ -76,8 +77,12 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		return nil, err
 	}
 	defer edge.Stop()
+	filesDir := filepath.Join(dir, "files")
+	if err := os.Mkdir(filesDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", filesDir, err)
+	}
 	gw, err := localfleet.StartGateway(ctx, fleet, o.gatewayBin,
-		fmt.Sprintf("MAX_UPLOAD_BYTES=%d", 2*r.uploadBytes))
+		fmt.Sprintf("MAX_UPLOAD_BYTES=%d", 2*r.uploadBytes), "FILES_DIR="+filesDir)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +154,12 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		if err := measureShell(ctx, o, r, srv.port); err != nil {
 			return nil, err
 		}
+	}
+
+	// f: files from the gateway's FILES_DIR (source_path) against scp + sync, and the
+	// gateway's memory during a large one; before d, whose base64 content grows the heap.
+	if err := measureTransfers(ctx, o, r, gw, fleet, srv, filesDir); err != nil {
+		return nil, err
 	}
 
 	// d: one file, uploaded through MCP (base64 content) and with scp + sync.

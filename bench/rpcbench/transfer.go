@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
+)
+
+// rssSampleEvery is how often the gateway's VmRSS is read during the large upload.
+const rssSampleEvery = 20 * time.Millisecond
+
+// transferReport is what the file-path rows measured (upload_file with source_path).
+type transferReport struct {
+	bytes      int64
+	mcp        []float64 // MiB/s per source_path upload
+	scp        []float64 // MiB/s per scp + sync of the same file
+	bigBytes   int64     // size of the large upload, 0 when skipped
+	bigRate    float64   // its MiB/s
+	bigBefore  int64     // gateway VmRSS just before it
+	bigPeak    int64     // highest gateway VmRSS sampled during it
+	bigSamples int
+}
+
+// measureTransfers uploads a transferMiB file from the gateway's FILES_DIR with source_path,
+// uploadRuns times, and the same file with scp + sync; then, if bigMiB > 0, one bigMiB upload
+// with source_path while the gateway's resident memory is sampled. It runs before the base64
+// content uploads, so the gateway's heap has not been grown by them.
+func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.Gateway, fleet *localfleet.Layout, srv *sshd, filesDir string) error {
+	t := &r.transfer
+	t.bytes = int64(o.transferMiB) << 20
+	name := "transfer.bin"
+	src := filepath.Join(filesDir, name)
+	sum, err := writeRandomFile(src, t.bytes)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(src)
+	args := map[string]any{
+		"edge":        edgeName,
+		"path":        filepath.Join(fleet.UploadDir, name),
+		"source_path": name,
+		"overwrite":   true,
+	}
+	slog.Info("measuring upload_file with source_path", "mib", o.transferMiB, "runs", o.uploadRuns)
+	for i := range o.uploadRuns {
+		rate, err := sourcePathUpload(ctx, gw, args, t.bytes, sum)
+		if err != nil {
+			return fmt.Errorf("source_path upload %d: %w", i+1, err)
+		}
+		t.mcp = append(t.mcp, rate)
+	}
+	os.Remove(filepath.Join(fleet.UploadDir, name))
+
+	if srv != nil {
+		slog.Info("measuring scp + sync of the same file", "mib", o.transferMiB, "runs", o.uploadRuns)
+		dst := filepath.Join(filepath.Dir(filesDir), "scp-"+name)
+		for i := range o.uploadRuns {
+			t0 := time.Now()
+			if _, err := srv.run(ctx, "scp", srv.scpArgs(src, dst)...); err != nil {
+				return fmt.Errorf("scp %d: %w", i+1, err)
+			}
+			if _, err := srv.run(ctx, "sync", dst); err != nil {
+				return fmt.Errorf("sync after scp %d: %w", i+1, err)
+			}
+			d := time.Since(t0)
+			if st, err := os.Stat(dst); err != nil || st.Size() != t.bytes {
+				return fmt.Errorf("scp %d did not write %d bytes to %s (%v)", i+1, t.bytes, dst, err)
+			}
+			t.scp = append(t.scp, mibPerSec(t.bytes, d))
+		}
+		os.Remove(dst)
+	}
+	os.Remove(src)
+
+	if o.bigMiB == 0 {
+		return nil
+	}
+	t.bigBytes = int64(o.bigMiB) << 20
+	bigName := "big.bin"
+	bigSrc := filepath.Join(filesDir, bigName)
+	bigSum, err := writeRandomFile(bigSrc, t.bigBytes)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(bigSrc)
+	defer os.Remove(filepath.Join(fleet.UploadDir, bigName))
+	if t.bigBefore, err = vmRSS(r.gatewayPID); err != nil {
+		return err
+	}
+	slog.Info("measuring the gateway's memory during one large source_path upload", "mib", o.bigMiB)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(rssSampleEvery)
+		defer tick.Stop()
+		for {
+			if rss, err := vmRSS(r.gatewayPID); err == nil {
+				t.bigPeak = max(t.bigPeak, rss)
+				t.bigSamples++
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	t.bigRate, err = sourcePathUpload(ctx, gw, map[string]any{
+		"edge": edgeName, "path": filepath.Join(fleet.UploadDir, bigName), "source_path": bigName, "overwrite": true,
+	}, t.bigBytes, bigSum)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return fmt.Errorf("large source_path upload: %w", err)
+	}
+	return nil
+}
+
+// sourcePathUpload makes one upload_file call, checks the edge's size and SHA-256, and
+// returns the throughput in MiB/s.
+func sourcePathUpload(ctx context.Context, gw *localfleet.Gateway, args map[string]any, size int64, sum string) (float64, error) {
+	t0 := time.Now()
+	raw, err := gw.CallStructured(ctx, "upload_file", args)
+	d := time.Since(t0)
+	if err != nil {
+		return 0, err
+	}
+	var out struct {
+		Size   int64  `json:"size"`
+		SHA256 string `json:"sha256"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return 0, fmt.Errorf("upload_file: decode: %w", err)
+	}
+	if out.Size != size || out.SHA256 != sum {
+		return 0, fmt.Errorf("upload_file wrote %d bytes with sha256 %s, want %d and %s", out.Size, out.SHA256, size, sum)
+	}
+	return mibPerSec(size, d), nil
+}
+
+// writeRandomFile writes size pseudo-random bytes (incompressible; ChaCha8, so generating a
+// GiB takes about a second) to path and returns their SHA-256 in hex.
+func writeRandomFile(path string, size int64) (string, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("create %s: %w", path, err)
+	}
+	var seed [32]byte
+	seed[0] = byte(size)
+	h := sha256.New()
+	_, err = io.CopyN(io.MultiWriter(f, h), rand.NewChaCha8(seed), size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
