@@ -182,13 +182,15 @@ func sshDial(addr string, key ssh.Signer, hostKey ssh.PublicKey) (ssh.Conn, <-ch
 
 // testEdge is a minimal edge: it opens the tunnel with a Hello, serves yamux and answers RPCs.
 type testEdge struct {
-	conn    ssh.Conn
-	sess    *yamux.Session
-	release chan struct{} // closing it lets "hold" calls finish
-	wg      sync.WaitGroup
-	once    sync.Once
-	relOnce sync.Once
-	infos   atomic.Int64 // device_info calls served
+	conn     ssh.Conn
+	sess     *yamux.Session
+	release  chan struct{} // closing it lets "hold" calls finish
+	wg       sync.WaitGroup
+	once     sync.Once
+	relOnce  sync.Once
+	infos    atomic.Int64 // device_info calls served
+	lastV    atomic.Int64 // protocol version of the last request
+	trailers atomic.Int64 // uploads that ended with a FrameDigest
 }
 
 // releaseHeld lets every "hold" call finish.
@@ -292,6 +294,7 @@ func (e *testEdge) serve(st *yamux.Stream) {
 		writeResult(st, nil, &protocol.Error{Code: protocol.CodeBadRequest, Message: err.Error()})
 		return
 	}
+	e.lastV.Store(int64(req.V))
 	switch req.Method {
 	case protocol.MethodDeviceInfo:
 		e.infos.Add(1)
@@ -306,6 +309,11 @@ func (e *testEdge) serve(st *yamux.Stream) {
 		var n int64
 		for {
 			typ, p, err := fr.Next()
+			if err == nil && typ == protocol.FrameDigest && up.SHA256Trailer {
+				e.trailers.Add(1)
+				up.SHA256 = string(p)
+				break
+			}
 			if err != nil || typ != protocol.FrameData {
 				return
 			}
@@ -315,7 +323,11 @@ func (e *testEdge) serve(st *yamux.Stream) {
 			h.Write(p)
 			n += int64(len(p))
 		}
-		writeResult(st, protocol.UploadResult{Path: up.Path, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Mode: "0644"}, nil)
+		if sum := hex.EncodeToString(h.Sum(nil)); sum != up.SHA256 {
+			writeResult(st, nil, &protocol.Error{Code: protocol.CodeBadRequest, Message: "sha256 mismatch: received " + sum})
+			return
+		}
+		writeResult(st, protocol.UploadResult{Path: up.Path, Size: n, SHA256: up.SHA256, Mode: "0644"}, nil)
 	case protocol.MethodExec:
 		var ep protocol.ExecParams
 		if err := req.DecodeParams(&ep); err != nil {

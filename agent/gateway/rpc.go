@@ -3,10 +3,12 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync/atomic"
 	"time"
@@ -46,21 +48,65 @@ func (g *Gateway) Exec(ctx context.Context, edge string, p protocol.ExecParams, 
 	return res, protocol.DecodeResponse(payload, &res)
 }
 
-// Upload sends exactly p.Size bytes of body to be written at p.Path on edge.
+// Upload sends exactly p.Size bytes of body to be written at p.Path on edge. With p.SHA256
+// empty the body is hashed as it is sent, in one pass, and its SHA-256 follows it (protocol 2;
+// an older edge gets the hash first, which needs a body that can seek back).
 func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
 	var res protocol.UploadResult
-	if err := p.Validate(); err != nil {
-		return res, fmt.Errorf("upload: %w", err)
-	}
 	if body == nil {
 		return res, errors.New("upload: no content")
 	}
-	payload, err := g.call(ctx, edge, protocol.MethodUpload, p, io.LimitReader(body, p.Size), nil)
+	body = io.LimitReader(body, p.Size)
+	if p.SHA256 == "" {
+		var err error
+		if p, body, err = g.digestLater(edge, p, body); err != nil {
+			return res, err
+		}
+	}
+	if err := p.Validate(); err != nil {
+		return res, fmt.Errorf("upload: %w", err)
+	}
+	payload, err := g.call(ctx, edge, protocol.MethodUpload, p, body, nil)
 	if err != nil {
 		return res, err
 	}
 	return res, protocol.DecodeResponse(payload, &res)
 }
+
+// digestLater arranges for an upload whose SHA-256 is not known yet: a digest trailer when
+// the edge speaks protocol 2, else one hashing pass over a seekable body before sending it.
+func (g *Gateway) digestLater(ref string, p protocol.UploadParams, body io.Reader) (protocol.UploadParams, io.Reader, error) {
+	e, err := g.resolve(ref)
+	if err != nil {
+		return p, nil, err
+	}
+	if e.hello.Protocol >= protocol.VersionDigestTrailer {
+		p.SHA256Trailer = true
+		return p, digestBody{body}, nil
+	}
+	lr, _ := body.(*io.LimitedReader)
+	rs, ok := lr.R.(io.ReadSeeker)
+	if !ok {
+		return p, nil, fmt.Errorf("upload: edge %s speaks protocol %d, which needs the SHA-256 before the content: upgrade mcp-ssh-edge", ref, e.hello.Protocol)
+	}
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, onlyReader{io.LimitReader(rs, p.Size)}, make([]byte, bodyBuffer))
+	if err != nil {
+		return p, nil, fmt.Errorf("upload: hash the content: %w", err)
+	}
+	if n != p.Size {
+		return p, nil, fmt.Errorf("upload: the content has %d bytes, not the announced %d", n, p.Size)
+	}
+	if _, err := rs.Seek(-n, io.SeekCurrent); err != nil {
+		return p, nil, fmt.Errorf("upload: rewind the content: %w", err)
+	}
+	p.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return p, body, nil
+}
+
+// digestBody is an upload body the frameWriter hashes as it sends it, then ends with a
+// FrameDigest instead of the empty FrameData.
+type digestBody struct{ io.Reader }
 
 // call runs one RPC on its own stream and returns the payload of the edge's FrameResult.
 // body, if not nil, is sent as FrameData frames ending with an empty one; onFrame sees every
@@ -72,7 +118,11 @@ func (g *Gateway) call(ctx context.Context, ref, method string, params any, body
 	defer func() {
 		g.cfg.Metrics.RPC(method, rpcOutcome(payload, err), time.Since(start), sent.Load(), received.Load())
 	}()
-	if body != nil {
+	switch b := body.(type) {
+	case nil:
+	case digestBody:
+		body = digestBody{countingReader{r: b.Reader, n: &sent}}
+	default:
 		body = countingReader{r: body, n: &sent}
 	}
 	count := func(t protocol.FrameType, b []byte) {
@@ -103,7 +153,8 @@ func (g *Gateway) callEdge(ctx context.Context, ref, method string, params any, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: encode params: %w", method, err)
 	}
-	req := protocol.Request{V: protocol.Version, ID: newRequestID(), Method: method, Params: p}
+	// Speak the edge's version when it is older: it refuses a request of a higher one.
+	req := protocol.Request{V: min(protocol.Version, max(e.hello.Protocol, 1)), ID: newRequestID(), Method: method, Params: p}
 
 	stream, err := e.sess.OpenStream()
 	if err != nil {
@@ -242,6 +293,7 @@ type frameWriter struct {
 	broken  bool // a write failed part-way: the frame sequence is no longer well formed
 	stopped bool // cancelled: nothing more is written
 	buf     []byte
+	digest  hash.Hash // of the body written so far, for a digestBody
 }
 
 func newFrameWriter(s *yamux.Stream) *frameWriter {
@@ -272,6 +324,9 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		c := min(len(p), protocol.MaxDataFrame)
+		if w.digest != nil {
+			w.digest.Write(p[:c])
+		}
 		if err := w.frame(protocol.FrameData, p[:c]); err != nil {
 			return n, err
 		}
@@ -281,7 +336,8 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// send writes the request and then the body, if any, ending it with an empty data frame.
+// send writes the request and then the body, if any, ending it with an empty data frame, or
+// with its SHA-256 in a FrameDigest for a digestBody.
 func (w *frameWriter) send(req protocol.Request, body io.Reader) error {
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -293,8 +349,15 @@ func (w *frameWriter) send(req protocol.Request, body io.Reader) error {
 	if body == nil {
 		return nil
 	}
+	_, digest := body.(digestBody)
+	if digest {
+		w.digest = sha256.New()
+	}
 	if _, err := io.CopyBuffer(w, onlyReader{body}, make([]byte, bodyBuffer)); err != nil {
 		return err
+	}
+	if digest {
+		return w.frame(protocol.FrameDigest, hex.AppendEncode(nil, w.digest.Sum(nil)))
 	}
 	return w.frame(protocol.FrameData, nil)
 }

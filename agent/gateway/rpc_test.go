@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -105,6 +106,47 @@ func TestUploadDeviceInfoAndEdgeErrors(t *testing.T) {
 	}
 	if _, err := f.g.Exec(ctx, "pi", protocol.ExecParams{}, nil, nil); err == nil {
 		t.Fatal("invalid params sent")
+	}
+}
+
+// TestUploadDigestLater: an upload whose SHA-256 is not given is hashed while it is sent, with
+// a digest trailer to an edge of protocol 2; an edge of protocol 1 gets requests of version 1
+// and the hash first (a seekable body), or a clear error (a body that cannot seek back).
+func TestUploadDigestLater(t *testing.T) {
+	content := bytes.Repeat([]byte("xyz"), 300_000)
+	sum := sha256.Sum256(content)
+	want := hex.EncodeToString(sum[:])
+	tests := []struct {
+		name     string
+		protocol int
+		body     io.Reader
+		trailers int64  // uploads the edge saw end with a FrameDigest
+		err      string // "" = success
+	}{
+		{"protocol 2: trailer", protocol.VersionDigestTrailer, bytes.NewReader(content), 1, ""},
+		{"protocol 1: hash first", 1, bytes.NewReader(content), 0, ""},
+		{"protocol 1: body cannot seek", 1, io.MultiReader(bytes.NewReader(content)), 0, "upgrade mcp-ssh-edge"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, e, _ := connected(t, protocol.Hello{Protocol: tc.protocol}, nil)
+			up, err := f.g.Upload(context.Background(), "pi", protocol.UploadParams{Path: "/tmp/x", Size: int64(len(content)), Mode: 0o644}, tc.body)
+			switch {
+			case tc.err != "":
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Upload err = %v, want %q", err, tc.err)
+				}
+				return
+			case err != nil || up.SHA256 != want || up.Size != int64(len(content)):
+				t.Fatalf("Upload = %+v, %v", up, err)
+			}
+			if got := e.trailers.Load(); got != tc.trailers {
+				t.Errorf("%d uploads ended with a digest frame, want %d", got, tc.trailers)
+			}
+			if v := e.lastV.Load(); v != int64(tc.protocol) {
+				t.Errorf("request version %d, want the edge's %d", v, tc.protocol)
+			}
+		})
 	}
 }
 

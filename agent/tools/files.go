@@ -2,11 +2,9 @@ package tools
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -15,9 +13,6 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
-
-// transferBuffer is the read size for files streamed from FILES_DIR (large reads are faster).
-const transferBuffer = 256 << 10
 
 // filesRel maps a source_path / dest_path onto a path relative to FILES_DIR: relative paths
 // are taken inside it, absolute ones must lie under it. Whatever the name, the file is then
@@ -119,9 +114,9 @@ func (d *destFile) discard() {
 	_ = d.root.Remove(d.tmp)
 }
 
-// sourceFile opens upload_file's source_path inside FILES_DIR, hashes it in one streaming
-// pass and rewinds it: the edge checks that SHA-256 against what it wrote, so a file that
-// changed between the two passes fails the upload rather than landing half-changed.
+// sourceFile opens upload_file's source_path inside FILES_DIR. The params carry its size and
+// no SHA-256: the gateway hashes the file while sending it, in one pass, and the edge checks
+// what it wrote against that digest (Gateway.Upload).
 func (h *handlers) sourceFile(in UploadInput) (*os.File, protocol.UploadParams, error) {
 	var p protocol.UploadParams
 	rel, err := h.filesRel("source_path", in.SourcePath)
@@ -155,17 +150,6 @@ func (h *handlers) sourceFile(in UploadInput) (*os.File, protocol.UploadParams, 
 	if fi.Size() > h.cfg.MaxTransferBytes {
 		return fail(fmt.Errorf("source_path %q is %d bytes, above this gateway's MAX_TRANSFER_BYTES of %d", rel, fi.Size(), h.cfg.MaxTransferBytes))
 	}
-	hash := sha256.New()
-	n, err := io.CopyBuffer(hash, onlyReader{f}, make([]byte, transferBuffer))
-	if err != nil {
-		return fail(fmt.Errorf("source_path %q: read: %w", rel, err))
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return fail(fmt.Errorf("source_path %q: %w", rel, err))
-	}
-	params.Size, params.SHA256 = n, hex.EncodeToString(hash.Sum(nil))
+	params.Size, params.SHA256 = fi.Size(), ""
 	return f, params, nil
 }
-
-// onlyReader hides WriterTo/ReaderFrom so io.CopyBuffer uses the large buffer.
-type onlyReader struct{ io.Reader }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -144,9 +145,10 @@ func ServeStdio(ctx context.Context, s *server.MCPServer, in io.Reader, out io.W
 
 // handlers carries what every tool handler needs.
 type handlers struct {
-	fleet Fleet
-	cfg   Config
-	guard *tokenGuard // wrong provisioning tokens per client
+	fleet   Fleet
+	cfg     Config
+	guard   *tokenGuard     // wrong provisioning tokens per client
+	release memory.Releaser // after big content uploads
 }
 
 // typed adapts a handler taking decoded arguments to mcp-go's handler type. Arguments that do

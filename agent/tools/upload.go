@@ -2,6 +2,7 @@ package tools
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -17,6 +18,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -168,14 +170,19 @@ func (h *handlers) uploadFile(ctx context.Context, req mcp.CallToolRequest, in U
 			return errResult(err.Error())
 		}
 		p, body = params, bytes.NewReader(b)
+		if len(b) >= memory.BigTransfer {
+			// mcp-go holds the request's JSON and its decoded copies, several times the file.
+			defer h.release.Soon()
+		}
 	}
 	t := h.resolve(in.Edge)
 	id := h.intent(tool, t, audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
 	start := time.Now()
 	res, err := h.fleet.Upload(ctx, in.Edge, p, body)
-	ev := audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: p.SHA256,
+	ev := audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: cmp.Or(p.SHA256, strings.ToLower(res.SHA256)),
 		DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
-	if err == nil && (res.Size != p.Size || !strings.EqualFold(res.SHA256, p.SHA256)) {
+	// With source_path the SHA-256 is computed while sending, and the edge verified it.
+	if err == nil && (res.Size != p.Size || (p.SHA256 != "" && !strings.EqualFold(res.SHA256, p.SHA256))) {
 		err = errors.New("the edge reported a different size or SHA-256 than was sent")
 	}
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -61,6 +62,9 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 
 	res := protocol.DownloadResult{Path: clean, Size: fi.Size(), Mode: fmt.Sprintf("%04o", uint32(fi.Mode().Perm()))}
 	limit := min(p.MaxBytes, fi.Size())
+	if limit >= memory.BigTransfer {
+		defer s.release.Soon()
+	}
 	h := sha256.New()
 	// One buffer, the frame header in front of the payload: no allocation per chunk.
 	buf := make([]byte, protocol.FrameHeaderLen+downloadChunk)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -51,10 +52,11 @@ const (
 
 // Server dispatches RPC streams. It is safe for concurrent use: one ServeStream per stream.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	sem   chan struct{}
-	logMu sync.Mutex
+	cfg     Config
+	log     *slog.Logger
+	sem     chan struct{}
+	logMu   sync.Mutex
+	release memory.Releaser // after big transfers: back to the idle footprint (SPEC §3)
 }
 
 // NewServer returns a server enforcing cfg. A MaxConcurrent below 1 means 32.

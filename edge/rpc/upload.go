@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -39,7 +40,7 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 	if mode == 0 {
 		mode = 0o644
 	}
-	want := strings.ToLower(p.SHA256)
+	want := strings.ToLower(p.SHA256) // "" with SHA256Trailer: it comes after the content
 	if _, err := hex.DecodeString(want); err != nil {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "sha256 %q is not hex", p.SHA256)
 	}
@@ -78,7 +79,10 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 
-	tmp, err := receive(ctx, dir, base, c, p.Size, want, mode)
+	if p.Size >= memory.BigTransfer {
+		defer s.release.Soon()
+	}
+	tmp, sum, err := receive(ctx, dir, base, c, p.Size, want, mode)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +100,7 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 		_ = d.Sync()
 		d.Close()
 	}
-	return protocol.UploadResult{Path: clean, Size: p.Size, SHA256: want, Mode: fmt.Sprintf("%04o", uint32(mode))}, nil
+	return protocol.UploadResult{Path: clean, Size: p.Size, SHA256: sum, Mode: fmt.Sprintf("%04o", uint32(mode))}, nil
 }
 
 // checkTarget refuses an existing target when !overwrite, and any target that is not a
@@ -119,16 +123,18 @@ func checkTarget(dir *os.Root, base, clean string, overwrite bool) error {
 }
 
 // receive reads the body into a new temp file beside the target, verifies its size and
-// SHA-256, sets the mode and syncs it. On failure nothing is left in the directory.
-func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (*tempFile, error) {
+// SHA-256 (want, or with want "" the one in the FrameDigest ending the body), sets the mode
+// and syncs it, and returns the verified SHA-256. On failure nothing is left in the directory.
+func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (*tempFile, string, error) {
 	f, err := newTempFile(dir, base)
 	if err != nil {
-		return nil, fsError("create temporary file in target directory", err)
+		return nil, "", fsError("create temporary file in target directory", err)
 	}
-	fail := func(err error) (*tempFile, error) {
+	fail := func(err error) (*tempFile, string, error) {
 		f.close()
-		return nil, err
+		return nil, "", err
 	}
+	trailer := want == "" // the digest ends the body (protocol 2)
 	h := sha256.New()
 	var got int64
 	for {
@@ -142,10 +148,22 @@ func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64
 		if typ == protocol.FrameCancel {
 			return fail(protocol.Errorf(protocol.CodeCancelled, "upload cancelled by the gateway"))
 		}
+		if typ == protocol.FrameDigest {
+			if !trailer {
+				return fail(protocol.Errorf(protocol.CodeBadRequest, "unexpected digest frame: the request gave its sha256"))
+			}
+			if want = string(p); !protocol.ValidSHA256(want) {
+				return fail(protocol.Errorf(protocol.CodeBadRequest, "digest frame %q is not a lower-case hex SHA-256", want))
+			}
+			break
+		}
 		if typ != protocol.FrameData {
 			return fail(protocol.Errorf(protocol.CodeBadRequest, "unexpected %s frame in upload body", typ))
 		}
 		if len(p) == 0 {
+			if trailer {
+				return fail(protocol.Errorf(protocol.CodeBadRequest, "upload body ended without the digest frame that sha256_trailer announced"))
+			}
 			break
 		}
 		if got+int64(len(p)) > size {
@@ -169,7 +187,7 @@ func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64
 	if err := f.Sync(); err != nil {
 		return fail(fsError("sync temporary file", err))
 	}
-	return f, nil
+	return f, want, nil
 }
 
 // kind names a non-regular file type for messages.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,5 +158,57 @@ func TestUploadPolicy(t *testing.T) {
 	}
 	if _, err := os.Stat(outside + "/x"); err == nil {
 		t.Fatal("a refused upload wrote outside the upload dirs")
+	}
+}
+
+// TestUploadDigestTrailer: protocol 2 bodies that end with a FrameDigest instead of an empty
+// data frame, and every way such a body can be wrong.
+func TestUploadDigestTrailer(t *testing.T) {
+	h := newHarness(t, Config{})
+	dir := t.TempDir()
+	body := make([]byte, 300<<10+7)
+	rand.Read(body)
+	tests := []struct {
+		name   string
+		params protocol.UploadParams
+		end    func(c *rpcCall)
+		code   string // "" = success
+	}{
+		{"trailer", protocol.UploadParams{SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte(sum(body))) }, ""},
+		{"wrong digest", protocol.UploadParams{SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte(sum([]byte("other")))) }, protocol.CodeBadRequest},
+		{"upper-case digest", protocol.UploadParams{SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte(strings.ToUpper(sum(body)))) }, protocol.CodeBadRequest},
+		{"short digest", protocol.UploadParams{SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte("abc")) }, protocol.CodeBadRequest},
+		{"announced trailer, empty data frame", protocol.UploadParams{SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameData, nil) }, protocol.CodeBadRequest},
+		{"digest frame not announced", protocol.UploadParams{SHA256: sum(body)},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte(sum(body))) }, protocol.CodeBadRequest},
+		{"trailer and sha256 both", protocol.UploadParams{SHA256: sum(body), SHA256Trailer: true},
+			func(c *rpcCall) { c.send(protocol.FrameDigest, []byte(sum(body))) }, protocol.CodeBadRequest},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, fmt.Sprintf("f%d", i))
+			p := tc.params
+			p.Path, p.Size, p.Mode = path, int64(len(body)), 0o600
+			c := h.open(protocol.MethodUpload, p)
+			(protocol.DataWriter{W: c.st, T: protocol.FrameData}).Write(body)
+			tc.end(c)
+			var res protocol.UploadResult
+			o := c.wait(&res)
+			got, err := os.ReadFile(path)
+			switch {
+			case tc.code == "" && (o.err != nil || res.SHA256 != sum(body) || !bytes.Equal(got, body)):
+				t.Fatalf("upload: %v, result %+v, file equal %v", o.err, res, bytes.Equal(got, body))
+			case tc.code != "" && o.code() != tc.code:
+				t.Fatalf("got %v, want code %s", o.err, tc.code)
+			case tc.code != "" && err == nil:
+				t.Fatalf("a refused upload wrote %s", path)
+			}
+			noTemps(t, dir)
+		})
 	}
 }

@@ -18,6 +18,9 @@ const (
 	FrameStderr  FrameType = 4 // edge → gateway: process standard error
 	FrameResult  FrameType = 5 // edge → gateway: JSON Response, last frame of every stream
 	FrameCancel  FrameType = 6 // gateway → edge: stop the work (empty payload)
+	// FrameDigest (protocol 2) ends an upload body that announced sha256_trailer, in place of
+	// the empty FrameData: its payload is the body's SHA-256 in lower-case hex.
+	FrameDigest FrameType = 7
 )
 
 // Size bounds. A frame above its bound is a protocol error, never an allocation.
@@ -47,6 +50,8 @@ func (t FrameType) String() string {
 		return "result"
 	case FrameCancel:
 		return "cancel"
+	case FrameDigest:
+		return "digest"
 	}
 	return fmt.Sprintf("frame(%d)", byte(t))
 }
@@ -60,6 +65,8 @@ func (t FrameType) maxLen() int {
 		return MaxDataFrame
 	case FrameCancel:
 		return 0
+	case FrameDigest:
+		return 64
 	}
 	return -1
 }

@@ -9,11 +9,20 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // Version is the protocol version this build speaks. A peer that sends a higher version gets a
-// CodeUnsupportedVersion error naming the version it can use.
-const Version = 1
+// CodeUnsupportedVersion error naming the version it can use, so the gateway speaks to each
+// edge at the lower of the two versions (Hello.Protocol) and uses no newer feature.
+//
+//	1: exec, upload, device_info, jobs, download.
+//	2: upload bodies may end with a FrameDigest instead of an empty FrameData
+//	   (UploadParams.SHA256Trailer): a file is hashed while it is sent, in one pass.
+const Version = 2
+
+// VersionDigestTrailer is the first version with UploadParams.SHA256Trailer.
+const VersionDigestTrailer = 2
 
 // ChannelType is the SSH channel type that carries the yamux session. The gateway rejects every
 // other channel type.
@@ -117,12 +126,15 @@ type ExecResult struct {
 
 // UploadParams announces a file; exactly Size bytes of FrameData follow, then an empty one.
 type UploadParams struct {
-	Path       string `json:"path"`
-	Size       int64  `json:"size"`
-	SHA256     string `json:"sha256"` // lower-case hex of the content
-	Mode       uint32 `json:"mode"`   // permission bits only
-	Overwrite  bool   `json:"overwrite"`
-	CreateDirs bool   `json:"create_dirs"`
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // lower-case hex of the content; "" with SHA256Trailer
+	// SHA256Trailer (protocol 2) says the SHA-256 comes after the content, in the FrameDigest
+	// that ends the body, instead of in SHA256.
+	SHA256Trailer bool   `json:"sha256_trailer,omitempty"`
+	Mode          uint32 `json:"mode"` // permission bits only
+	Overwrite     bool   `json:"overwrite"`
+	CreateDirs    bool   `json:"create_dirs"`
 }
 
 // UploadResult is what the edge wrote and verified.
@@ -238,13 +250,29 @@ func (p *UploadParams) Validate() error {
 	if p.Size < 0 {
 		return errors.New("size is negative")
 	}
-	if len(p.SHA256) != 64 {
+	switch {
+	case p.SHA256Trailer && p.SHA256 != "":
+		return errors.New("sha256 must be empty when sha256_trailer is set")
+	case !p.SHA256Trailer && !ValidSHA256(strings.ToLower(p.SHA256)):
 		return errors.New("sha256 must be 64 hex characters")
 	}
 	if p.Mode&^0o7777 != 0 {
 		return fmt.Errorf("mode %#o has bits beyond permissions", p.Mode)
 	}
 	return nil
+}
+
+// ValidSHA256 reports whether s is a SHA-256 in lower-case hex.
+func ValidSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func containsAny(s, chars string) bool {

@@ -85,7 +85,8 @@ func TestDecodeRequest(t *testing.T) {
 		code string
 	}{
 		{`{"v":1,"id":"a","method":"exec"}`, ""},
-		{`{"v":2,"id":"a","method":"exec"}`, CodeUnsupportedVersion},
+		{`{"v":2,"id":"a","method":"exec"}`, ""},
+		{`{"v":3,"id":"a","method":"exec"}`, CodeUnsupportedVersion},
 		{`{"id":"a","method":"exec"}`, CodeBadRequest},
 		{`{"v":1,"method":""}`, CodeBadRequest},
 		{`not json`, CodeBadRequest},
