@@ -409,10 +409,18 @@ func (f *fixture) startGateway(t *testing.T, extra map[string]string) *gateway {
 	if err != nil {
 		t.Fatalf("tools/list: %v", err)
 	}
-	g.tools = map[string]mcp.Tool{}
-	g.schemas = map[string]*jsonschema.Resolved{}
-	for _, tool := range lt.Tools {
-		g.tools[tool.Name] = tool
+	g.tools, g.schemas = toolSchemas(t, lt.Tools)
+	return g
+}
+
+// toolSchemas indexes tools by name with their resolved output schemas, for gateway.check;
+// a tool without an output schema is an error.
+func toolSchemas(t *testing.T, tools []mcp.Tool) (map[string]mcp.Tool, map[string]*jsonschema.Resolved) {
+	t.Helper()
+	byName := map[string]mcp.Tool{}
+	schemas := map[string]*jsonschema.Resolved{}
+	for _, tool := range tools {
+		byName[tool.Name] = tool
 		raw, err := json.Marshal(tool.OutputSchema)
 		if err != nil || tool.OutputSchema.Type == "" {
 			t.Errorf("tool %s has no output schema", tool.Name)
@@ -426,9 +434,9 @@ func (f *fixture) startGateway(t *testing.T, extra map[string]string) *gateway {
 		if err != nil {
 			t.Fatalf("tool %s output schema does not resolve: %v", tool.Name, err)
 		}
-		g.schemas[tool.Name] = rs
+		schemas[tool.Name] = rs
 	}
-	return g
+	return byName, schemas
 }
 
 // waitListening parses the gateway's JSON log for {"msg":"ssh listening","addr":"host:port"}.

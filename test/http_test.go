@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -27,7 +26,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
@@ -117,24 +115,7 @@ func (h *httpGateway) loadTools(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tools/list over HTTP: %v", err)
 	}
-	h.tools = map[string]mcp.Tool{}
-	h.schemas = map[string]*jsonschema.Resolved{}
-	for _, tool := range lt.Tools {
-		h.tools[tool.Name] = tool
-		raw, err := json.Marshal(tool.OutputSchema)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var s jsonschema.Schema
-		if err := json.Unmarshal(raw, &s); err != nil {
-			t.Fatalf("tool %s output schema: %v", tool.Name, err)
-		}
-		rs, err := s.Resolve(nil)
-		if err != nil {
-			t.Fatalf("tool %s output schema does not resolve: %v", tool.Name, err)
-		}
-		h.schemas[tool.Name] = rs
-	}
+	h.tools, h.schemas = toolSchemas(t, lt.Tools)
 }
 
 // get does one HTTP request with an optional bearer token and returns status, body, duration.

@@ -18,12 +18,7 @@ import (
 // the canary command never runs on the gateway host.
 func TestOpenSSHAuthRefused(t *testing.T) {
 	t.Parallel()
-	if _, err := os.Stat("/usr/bin/ssh"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("/usr/bin/ssh missing in CI: %v", err)
-		}
-		t.Skip("/usr/bin/ssh not installed")
-	}
+	requireOpenSSH(t)
 	f := newFixture(t)
 	known, revoked, unknown := f.newEdgeKey(t), f.newEdgeKey(t), f.newEdgeKey(t)
 	f.authorize(t, known, "known", "")

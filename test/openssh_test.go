@@ -12,16 +12,22 @@ import (
 	"time"
 )
 
-// TestOpenSSHRefused points the OpenSSH client, authenticated with an authorized edge key, at the
-// gateway: no command, shell, subsystem or forwarding may work.
-func TestOpenSSHRefused(t *testing.T) {
-	t.Parallel()
+// requireOpenSSH skips the test without the OpenSSH client, except in CI, which installs it.
+func requireOpenSSH(t *testing.T) {
+	t.Helper()
 	if _, err := os.Stat("/usr/bin/ssh"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("/usr/bin/ssh missing in CI: %v", err)
 		}
 		t.Skip("/usr/bin/ssh not installed")
 	}
+}
+
+// TestOpenSSHRefused points the OpenSSH client, authenticated with an authorized edge key, at the
+// gateway: no command, shell, subsystem or forwarding may work.
+func TestOpenSSHRefused(t *testing.T) {
+	t.Parallel()
+	requireOpenSSH(t)
 	f := newFixture(t)
 	k := f.newEdgeKey(t)
 	f.authorize(t, k, "sshuser", "")
