@@ -1,13 +1,8 @@
 package e2e
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,11 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
-	"golang.org/x/crypto/ssh"
-
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 // Size of the fixed attack: authorized but malicious edges, and rounds each.
@@ -29,98 +21,6 @@ const (
 	attackEdges  = 100
 	attackRounds = 4
 )
-
-// maliciousEdge is a compromised device: its key is authorized, everything else it does is
-// hostile.
-type maliciousEdge struct {
-	signer ssh.Signer
-	fp     string
-}
-
-// dial authenticates and returns the connection, or an error.
-func (m maliciousEdge) dial(addr string, host ssh.PublicKey) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{User: "healthy", Auth: []ssh.AuthMethod{ssh.PublicKeys(m.signer)},
-		HostKeyCallback: ssh.FixedHostKey(host)})
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, err
-	}
-	nc.SetDeadline(time.Time{})
-	go ssh.DiscardRequests(reqs)
-	go func() {
-		for ch := range chans {
-			ch.Reject(ssh.Prohibited, "no")
-		}
-	}()
-	return c, chans, reqs, nil
-}
-
-// attack runs one round of one kind of misbehaviour and returns when the gateway dropped it
-// (or after a bounded wait).
-func (m maliciousEdge) attack(addr string, host ssh.PublicKey, kind int) {
-	c, _, _, err := m.dial(addr, host)
-	if err != nil {
-		return
-	}
-	defer c.Close()
-	lie, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: "healthy", Labels: map[string]string{"role": "db"},
-		Version: "evil", OS: "linux", Arch: "amd64", MaxConcurrent: 4096})
-	switch kind % 4 {
-	case 0: // oversized hello
-		big, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: "healthy", Version: strings.Repeat("x", 64<<10)})
-		if ch, _, err := c.OpenChannel(protocol.ChannelType, big); err == nil {
-			ch.Close()
-		}
-	case 1: // lying hello, then yamux streams opened towards the gateway
-		ch, reqs, err := c.OpenChannel(protocol.ChannelType, lie)
-		if err != nil {
-			return
-		}
-		go ssh.DiscardRequests(reqs)
-		sess, err := yamux.Server(ch, protocol.YamuxConfig(slog.New(slog.DiscardHandler)))
-		if err != nil {
-			return
-		}
-		defer sess.Close()
-		for range 20 {
-			st, err := sess.OpenStream()
-			if err != nil {
-				break
-			}
-			st.Write([]byte("not a request"))
-		}
-		select {
-		case <-sess.CloseChan():
-		case <-time.After(5 * time.Second):
-		}
-	case 2: // lying hello, then garbage and oversized frames on the raw channel
-		ch, reqs, err := c.OpenChannel(protocol.ChannelType, lie)
-		if err != nil {
-			return
-		}
-		go ssh.DiscardRequests(reqs)
-		garbage := make([]byte, 64<<10)
-		rand.Read(garbage)
-		// A yamux data header claiming a 4 GiB frame, then noise.
-		ch.Write([]byte{0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
-		ch.Write(garbage)
-		done := make(chan struct{})
-		go func() { io.Copy(io.Discard, ch); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-		}
-	case 3: // reconnect flood: hello and hang up at once
-		if ch, _, err := c.OpenChannel(protocol.ChannelType, lie); err == nil {
-			ch.Close()
-		}
-	}
-}
 
 // rssKiB reads VmRSS and VmHWM of pid.
 func rssKiB(t *testing.T, pid int) (rss, hwm int64) {
@@ -164,19 +64,14 @@ func TestMaliciousEdges(t *testing.T) {
 	f := newFixture(t)
 	healthy := f.newEdgeKey(t)
 	f.authorize(t, healthy, "healthy", "role=web")
-	attackers := make([]maliciousEdge, attackEdges)
-	var lines strings.Builder
-	for i := range attackers {
-		_, priv, _ := ed25519.GenerateKey(rand.Reader)
-		s, err := ssh.NewSignerFromKey(priv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		attackers[i] = maliciousEdge{signer: s, fp: keys.Fingerprint(s.PublicKey())}
-		lines.WriteString(keys.AuthorizedLine(s.PublicKey()) + "\n")
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	attackers, lines, err := localfleet.NewAttackers(seed, attackEdges)
+	if err != nil {
+		t.Fatal(err)
 	}
 	old, _ := os.ReadFile(f.authFile)
-	if err := keys.WriteFileAtomic(f.authFile, append(old, lines.String()...), 0o600); err != nil {
+	if err := keys.WriteFileAtomic(f.authFile, append(old, lines...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := f.startGateway(t, map[string]string{"LOG_LEVEL": "info"})
@@ -214,7 +109,7 @@ func TestMaliciousEdges(t *testing.T) {
 					return
 				default:
 				}
-				m.attack(g.addr, f.hostPub, i+r)
+				m.Attack(g.addr, f.hostPub, i+r)
 			}
 		})
 	}

@@ -2,14 +2,15 @@
 // costs next to OpenSSH: `run_command` latency through the real gateway and a local edge
 // against multiplexed `ssh -S ctl host true` on a throw-away sshd, the fork+exec floor, a
 // 256 MiB upload_file with source_path and a 32 MiB one with base64 content against scp +
-// sync, the gateway's memory during a 1 GiB upload, and the resident memory of both binaries. It prints a markdown
+// sync, the gateway's memory during a 1 GiB upload, run_command while 100 authorized edges
+// attack the gateway, and the resident memory of both binaries. It prints a markdown
 // report to stdout; progress and warnings go to stderr. Everything listens on 127.0.0.1 and
 // everything it starts is stopped and removed at the end.
 //
 // Usage (what `make bench` runs, after `make build`):
 //
 //	go run ./bench/rpcbench [-n 200] [-warmup 20] [-upload-mib 32] [-upload-runs 3]
-//	    [-transfer-mib 256] [-big-mib 1024] [-timeout 10m]
+//	    [-transfer-mib 256] [-big-mib 1024] [-attackers 100] [-timeout 10m]
 //
 // The binary paths default to $GATEWAY_BIN and $EDGE_BIN, else to $BIN_DIR (or bin/) joined
 // with the binary's name. The OpenSSH rows need /usr/sbin/sshd (Debian: openssh-server) and
@@ -41,6 +42,7 @@ type options struct {
 	uploadRuns  int
 	transferMiB int // upload_file with source_path
 	bigMiB      int // one large source_path upload under memory sampling; 0 skips it
+	attackers   int // authorized but hostile edges attacking during the attack row; 0 skips it
 	idle        time.Duration
 	timeout     time.Duration
 }
@@ -51,9 +53,17 @@ const (
 	maxUploadMiB  = 1024
 	maxUploadRuns = 20
 	maxBigMiB     = 4096
+	maxAttackers  = 1000
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == attackChild {
+		if err := runAttackChild(os.Args[2:]); err != nil {
+			fmt.Fprintf(os.Stderr, "rpcbench %s: %v\n", attackChild, err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags(os.Args[1:])
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,6 +104,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.uploadRuns, "upload-runs", 3, "uploads per transfer row (the median is reported)")
 	fs.IntVar(&o.transferMiB, "transfer-mib", 256, "size in MiB of the file uploaded with source_path (and scp)")
 	fs.IntVar(&o.bigMiB, "big-mib", 1024, "size in MiB of the upload during which the gateway's memory is sampled; 0 skips it")
+	fs.IntVar(&o.attackers, "attackers", 100, "hostile authorized edges during the attack row (a niced child process); 0 skips it")
 	fs.DurationVar(&o.idle, "idle", 2*time.Second, "how long the fleet idles before its memory is read")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -113,6 +124,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-transfer-mib %d: want 1..%d", o.transferMiB, maxUploadMiB)
 	case o.bigMiB < 0 || o.bigMiB > maxBigMiB:
 		return o, fmt.Errorf("-big-mib %d: want 0..%d", o.bigMiB, maxBigMiB)
+	case o.attackers < 0 || o.attackers > maxAttackers:
+		return o, fmt.Errorf("-attackers %d: want 0..%d", o.attackers, maxAttackers)
 	case o.uploadRuns < 1 || o.uploadRuns > maxUploadRuns:
 		return o, fmt.Errorf("-upload-runs %d: want 1..%d", o.uploadRuns, maxUploadRuns)
 	case o.idle < 0 || o.idle > time.Minute:

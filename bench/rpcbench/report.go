@@ -84,6 +84,18 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 		p("| `scp` over the master connection to the throw-away sshd, then `sync` | %d | %.1f | %.1f |\n",
 			len(r.scpUpload), median(r.scpUpload), slices.Max(r.scpUpload))
 	}
+	if a := r.attack; a.attackers > 0 {
+		p("| g. under attack (ms) | N | p50 | p90 | p99 | mean |\n")
+		p("|---|---:|---:|---:|---:|---:|\n")
+		row("a, quiet (as above)", r.mcp)
+		row(fmt.Sprintf("a while %d authorized hostile edges attack (%d rounds: oversized and lying hellos, streams opened by the edge, garbage frames, reconnect floods)", a.attackers, a.rounds), a.loaded)
+		ratio := float64(a.loaded.p99) / float64(r.mcp.p99)
+		grow := a.rssPeak - a.rssBefore
+		p("\n**p99 under attack / quiet p99 = %.2f** (target ≤ 2: %s); gateway VmRSS %.1f MiB before, peak %.1f MiB, **growth %.1f MiB** (target ≤ 64 MiB: %s). "+
+			"The attackers run in a separate process at `nice -n 19`, as if on other machines; the gateway's half of every handshake runs at normal priority.\n\n",
+			ratio, metIf(ratio <= 2), mibOf(a.rssBefore), mibOf(a.rssPeak), mibOf(grow), metIf(grow <= 64<<20))
+	}
+
 	c := r.uploadCPU
 	p("\nCPU time used by the %d MCP uploads: gateway %.2f s, edge %.2f s, benchmark client (mcp-go, JSON encoding) %.2f s.\n\n",
 		len(r.mcpUpload), c[0].Seconds(), c[1].Seconds(), c[2].Seconds())

@@ -44,6 +44,7 @@ type report struct {
 	mcpUpload   []float64 // MiB/s per run
 	scpUpload   []float64 // MiB/s per run
 	transfer    transferReport
+	attack      attackReport
 	rssIdle     [2]int64 // gateway, edge: idle after connecting
 	rssAfter    [2]int64 // gateway, edge: idle after the runs
 	gatewayPID  int
@@ -77,6 +78,12 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		return nil, err
 	}
 	defer edge.Stop()
+	var seed []byte
+	if o.attackers > 0 {
+		if seed, err = attackSetup(fleet, o.attackers); err != nil {
+			return nil, err
+		}
+	}
 	filesDir := filepath.Join(dir, "files")
 	if err := os.Mkdir(filesDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", filesDir, err)
@@ -128,6 +135,13 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+
+	// g: run_command again while hostile edges attack the gateway.
+	if o.attackers > 0 {
+		if err := measureAttack(ctx, o, r, gw, fleet, seed); err != nil {
+			return nil, err
+		}
 	}
 
 	// b: OpenSSH, multiplexed over one master connection.

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
+)
+
+// attackChild is the hidden first argument that makes rpcbench the attacking process.
+const attackChild = "attack-child"
+
+// attackReport is what the attack row measured.
+type attackReport struct {
+	attackers int
+	loaded    summary // run_command ["true"] while the attack runs
+	rssBefore int64   // gateway VmRSS before the attack
+	rssPeak   int64   // highest gateway VmRSS sampled during it
+	rounds    int     // attack rounds the child completed while measured
+}
+
+// attackSetup derives the attackers' keys and authorizes them in the fleet's
+// authorized_keys before the gateway starts; it returns the seed the child rebuilds them from.
+func attackSetup(fleet *localfleet.Layout, n int) ([]byte, error) {
+	seed := make([]byte, 32)
+	rand.Read(seed)
+	_, lines, err := localfleet.NewAttackers(seed, n)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(fleet.AuthorizedKeys, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return nil, fmt.Errorf("authorize attackers: %w", err)
+	}
+	_, err = f.WriteString(lines)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("authorize attackers: %w", err)
+	}
+	return seed, nil
+}
+
+// measureAttack starts the attacking child at the lowest CPU priority (`nice -n 19`: on a real
+// network the attackers' own CPU is on other machines; the gateway's share of every handshake
+// still runs at normal priority), times run_command while it attacks, and stops it.
+func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gateway, fleet *localfleet.Layout, seed []byte) error {
+	a := &r.attack
+	a.attackers = o.attackers
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("attack: find this program: %w", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, "nice", "-n", "19", self, attackChild,
+		"-addr", fmt.Sprintf("127.0.0.1:%d", fleet.SSHPort), "-host-key", fleet.HostKeyFile,
+		"-seed", hex.EncodeToString(seed), "-n", strconv.Itoa(o.attackers), "-for", (2 * rowBudget).String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if a.rssBefore, err = vmRSS(r.gatewayPID); err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("attack: start the attacking process: %w", err)
+	}
+	defer cmd.Wait()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "attacking" {
+		return fmt.Errorf("attack: the attacking process did not start (%v)", lines.Err())
+	}
+	slog.Info("measuring run_command under attack", "attackers", o.attackers, "n", o.n)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(rssSampleEvery)
+		defer tick.Stop()
+		for {
+			if rss, err := vmRSS(r.gatewayPID); err == nil {
+				a.rssPeak = max(a.rssPeak, rss)
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
+	a.loaded, err = timeLoop(ctx, "run_command under attack", 0, o.n, func(ctx context.Context) error {
+		res, err := gw.Call(ctx, "run_command", args)
+		if err == nil && res.IsError {
+			err = fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
+		}
+		return err
+	})
+	close(stop)
+	wg.Wait()
+	stdin.Close() // the child stops and prints its round count
+	if lines.Scan() {
+		a.rounds, _ = strconv.Atoi(lines.Text())
+	}
+	return err
+}
+
+// runAttackChild is the attacking process: n authorized attackers, each cycling through the
+// kinds of misbehaviour back to back, until stdin closes or the time is up. It prints
+// "attacking" once started and the number of rounds done at the end.
+func runAttackChild(args []string) error {
+	fs := flag.NewFlagSet(attackChild, flag.ContinueOnError)
+	addr := fs.String("addr", "", "gateway SSH address")
+	hostKey := fs.String("host-key", "", "the gateway's host key file")
+	seedHex := fs.String("seed", "", "seed of the attacker keys, hex")
+	n := fs.Int("n", 100, "attackers")
+	limit := fs.Duration("for", time.Minute, "stop after this long")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	seed, err := hex.DecodeString(*seedHex)
+	if err != nil || len(seed) == 0 || *n < 1 || *n > maxAttackers {
+		return errors.New("attack-child: bad -seed or -n")
+	}
+	pem, err := os.ReadFile(*hostKey)
+	if err != nil {
+		return err
+	}
+	host, err := ssh.ParsePrivateKey(pem)
+	if err != nil {
+		return fmt.Errorf("attack-child: host key: %w", err)
+	}
+	attackers, _, err := localfleet.NewAttackers(seed, *n)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *limit)
+	defer cancel()
+	go func() { // stdin closing is the parent's stop
+		bufio.NewReader(os.Stdin).ReadByte()
+		cancel()
+	}()
+	var rounds atomic.Int64
+	var wg sync.WaitGroup
+	for i, a := range attackers {
+		wg.Go(func() {
+			for r := 0; ctx.Err() == nil; r++ {
+				a.Attack(*addr, host.PublicKey(), i+r)
+				rounds.Add(1)
+			}
+		})
+	}
+	fmt.Println("attacking")
+	wg.Wait()
+	fmt.Println(rounds.Load())
+	return nil
+}
