@@ -21,8 +21,13 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	defaultMaxHandshakes     = 64
-	defaultHandshakeTimeout  = 10 * time.Second
+	defaultMaxHandshakes    = 64
+	defaultHandshakeTimeout = 10 * time.Second
+	// defaultAdmissionWait lets a reconnect storm queue for handshake slots instead of being
+	// dropped into the edges' backoff (up to EDGE_BACKOFF_MAX): 10,000 edges back after a
+	// restart in 14.1 s with 5 s, 36–38 s with 1 s (docs/BENCHMARKS-SCALE.md). The price: a
+	// flood of bare TCP connections holds five times as many sockets at once as with 1 s.
+	defaultAdmissionWait     = 5 * time.Second
 	defaultMaxQueue          = 64
 	defaultKeepaliveInterval = 15 * time.Second
 )
@@ -39,6 +44,7 @@ type Config struct {
 	ProvisioningEnabled bool          // shown in Info
 	MaxHandshakes       int           // concurrent SSH handshakes, default 64
 	HandshakeTimeout    time.Duration // default 10s, also bounds opening the tunnel channel
+	AdmissionWait       time.Duration // how long a connection waits for a handshake slot, default 5s
 	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
 	StateDir            string        // pending keys and enrolment secrets; "" disables both
 	Audit               *audit.Logger // nil discards
@@ -95,6 +101,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = defaultMaxHandshakes
+	}
+	if cfg.AdmissionWait <= 0 {
+		cfg.AdmissionWait = defaultAdmissionWait
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = defaultHandshakeTimeout
@@ -275,19 +284,30 @@ func (g *Gateway) Info() Info {
 
 // Edges lists the known keys (authorized_keys) and the connected edges, sorted by name then
 // fingerprint. connectedOnly leaves the offline ones out. Maps are never nil.
+//
+// Every get_status, find_edges and MCP resource sync lists the whole fleet (the sync up to five
+// times a second while edges come and go), so this is kept cheap at 10,000 edges: the slice is
+// sized for what is returned, the offline scan is skipped when every key is connected, and the
+// sort moves small keys rather than the statuses.
 func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 	set := g.keys.snapshot()
 	r := g.reg
 	r.mu.Lock()
-	out := make([]EdgeStatus, 0, len(set.byFP)+len(r.byFP))
+	n := len(r.byFP)
+	if !connectedOnly {
+		n += len(set.byFP)
+	}
+	out := make([]EdgeStatus, 0, n)
+	known := 0 // connected edges whose key is in set
 	for _, e := range r.byFP {
 		var labels map[string]string
 		if k := set.byFP[e.fp]; k != nil {
 			labels = k.labels
+			known++
 		}
 		out = append(out, r.status(e, labels))
 	}
-	if !connectedOnly {
+	if !connectedOnly && known < len(set.byFP) {
 		for fp, k := range set.byFP {
 			if r.byFP[fp] != nil {
 				continue
@@ -305,13 +325,48 @@ func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 		}
 	}
 	r.mu.Unlock()
-	slices.SortFunc(out, func(a, b EdgeStatus) int {
-		if c := strings.Compare(a.Name, b.Name); c != 0 {
+	sortStatuses(out)
+	return out
+}
+
+// statusKey is what sortStatuses orders by, with the status's index.
+type statusKey struct {
+	name, fp string
+	i        int
+}
+
+// sortStatuses sorts by name then fingerprint (unique: no two statuses share a fingerprint).
+// An EdgeStatus is 176 bytes: sorting 40-byte keys, then moving each status once (following
+// the permutation's cycles), costs less than swapping the statuses themselves.
+func sortStatuses(out []EdgeStatus) {
+	keys := make([]statusKey, len(out))
+	for i := range out {
+		keys[i] = statusKey{out[i].Name, out[i].Fingerprint, i}
+	}
+	slices.SortFunc(keys, func(a, b statusKey) int {
+		if c := strings.Compare(a.name, b.name); c != 0 {
 			return c
 		}
-		return strings.Compare(a.Fingerprint, b.Fingerprint)
+		return strings.Compare(a.fp, b.fp)
 	})
-	return out
+	// out[j] must become the old out[keys[j].i]; keys[j].i = j marks position j done.
+	for start := range keys {
+		if keys[start].i == start {
+			continue
+		}
+		tmp := out[start]
+		j := start
+		for {
+			src := keys[j].i
+			keys[j].i = j
+			if src == start {
+				out[j] = tmp
+				break
+			}
+			out[j] = out[src]
+			j = src
+		}
+	}
 }
 
 // resolve finds the connected edge named by ref (name or SHA256 fingerprint).

@@ -239,8 +239,12 @@ func (s *inventoryStore) forget(fps []string) {
 	}
 }
 
+// maxFirstPullDelay bounds how long a connect storm may put off an edge's first pull.
+const maxFirstPullDelay = time.Minute
+
 // inventoryWait is how long until the next scheduled pull of an edge's inventory: under a
-// second after connect (spread a little, for a reconnect storm), then InventoryInterval ±10 %.
+// second after connect (spread a little, for a reconnect storm, and put off while the storm
+// lasts: deferFirstPull), then InventoryInterval ±10 %.
 // It returns 0 when no further pull is scheduled (a negative InventoryInterval: only the pull
 // at connect happens). supervise runs the schedule, so it costs no goroutine per edge.
 func (g *Gateway) inventoryWait(first bool) time.Duration {
@@ -252,6 +256,18 @@ func (g *Gateway) inventoryWait(first bool) time.Duration {
 		return 0
 	}
 	return interval - interval/10 + time.Duration(rand.Int64N(int64(interval/5)+1))
+}
+
+// deferFirstPull reports whether an edge connected since `since` should put its first pull
+// off by another second or two: while at least half the handshake slots are taken (a
+// reconnect storm, e.g. after a gateway restart), for at most maxFirstPullDelay. The pull
+// (device_info round trip, JSON decode, re-encode and gzip at the gateway, JSON encode at the
+// edge) is about a tenth of the gateway's CPU per connect in a storm, spent on the same cores
+// as the handshakes the rest of the fleet is waiting for; done once the storm is over, it
+// costs the same and the fleet is back sooner.
+func (g *Gateway) deferFirstPull(since time.Time) bool {
+	n := len(g.handshakes)
+	return n > 0 && n >= cap(g.handshakes)/2 && time.Since(since) < maxFirstPullDelay
 }
 
 // pullInventory asks the edge with key fp for its inventory and stores it.

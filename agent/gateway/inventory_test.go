@@ -63,6 +63,34 @@ func TestInventoryScheduledPulls(t *testing.T) {
 	_ = f
 }
 
+// TestInventoryFirstPullYieldsToStorm: the first pull waits while at least half the handshake
+// slots are taken, at most maxFirstPullDelay after connect; an edge connecting alone is pulled
+// within a second as before.
+func TestInventoryFirstPullYieldsToStorm(t *testing.T) {
+	g := &Gateway{handshakes: make(chan struct{}, 64)}
+	now := time.Now()
+	if g.deferFirstPull(now) {
+		t.Fatal("deferred with no handshake in progress")
+	}
+	for range 31 {
+		g.handshakes <- struct{}{}
+	}
+	if g.deferFirstPull(now) {
+		t.Fatal("deferred with 31 of 64 handshake slots taken")
+	}
+	g.handshakes <- struct{}{}
+	if !g.deferFirstPull(now) {
+		t.Fatal("not deferred with 32 of 64 handshake slots taken")
+	}
+	if g.deferFirstPull(now.Add(-maxFirstPullDelay)) {
+		t.Fatalf("deferred more than %v after connect", maxFirstPullDelay)
+	}
+	one := &Gateway{handshakes: make(chan struct{}, 1)}
+	if one.deferFirstPull(now) {
+		t.Fatal("MaxHandshakes 1: deferred with no handshake in progress")
+	}
+}
+
 // sampleInventory is a realistic inventory (a Debian box with docker and 30 tools).
 func sampleInventory(i int) *protocol.DeviceInfo {
 	d := &protocol.DeviceInfo{

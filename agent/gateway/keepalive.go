@@ -20,8 +20,8 @@ const maxMissedKeepalives = 3
 // (measured from the last answer, so a dead link is dropped within three intervals of its
 // last sign of life). At most one probe is outstanding: SendRequest has no timeout and returns
 // only when the reply arrives or the connection closes. It also pulls the edge's inventory on
-// the schedule of inventoryWait, one pull at a time. It returns when the tunnel is down or
-// must be closed.
+// the schedule of inventoryWait, one pull at a time, the first one after any connect storm
+// (deferFirstPull). It returns when the tunnel is down or must be closed.
 func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.Logger) {
 	interval := g.cfg.KeepaliveInterval
 	deadline := maxMissedKeepalives * interval
@@ -33,6 +33,7 @@ func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.
 	pending := false
 	invTimer := time.NewTimer(g.inventoryWait(true))
 	defer invTimer.Stop()
+	firstPull := true
 	invDone := make(chan struct{}, 1) // buffered: a pull never blocks once supervise returned
 	for {
 		select {
@@ -71,6 +72,13 @@ func (g *Gateway) supervise(ctx context.Context, c *sshConn, e *edge, log *slog.
 				})
 			}
 		case <-invTimer.C:
+			if firstPull && g.deferFirstPull(e.since) {
+				// Look again in 1–2 s: few wake-ups while 10,000 edges wait, and their
+				// pulls spread over a second or more once the storm is over.
+				invTimer.Reset(time.Second + g.inventoryWait(true))
+				continue
+			}
+			firstPull = false
 			g.wg.Go(func() {
 				if _, err := g.pullInventory(ctx, e.fp, false); err != nil {
 					log.Debug("inventory pull failed", "err", err)

@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +67,44 @@ func TestBoundNameTakesOverAndNamesNeverCollide(t *testing.T) {
 		if st.Fingerprint == keys.Fingerprint(a.PublicKey()) {
 			if st.Name != "pi" || st.Labels["role"] != "db" || st.ReportedLabels["role"] != "web" {
 				t.Fatalf("bound edge status %+v", st)
+			}
+		}
+	}
+}
+
+// TestSortStatuses: the key sort with in-place permutation orders by name then fingerprint,
+// as sorting the statuses themselves does, and keeps every status whole.
+func TestSortStatuses(t *testing.T) {
+	cmp := func(a, b EdgeStatus) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Fingerprint, b.Fingerprint)
+	}
+	for _, n := range []int{0, 1, 2, 3, 10, 100, 1000} {
+		in := make([]EdgeStatus, n)
+		for i := range in {
+			// Few distinct names, so that many ties fall to the fingerprint; "" names too.
+			in[i] = EdgeStatus{Name: strings.Repeat("e", rand.IntN(5)), Fingerprint: "SHA256:" + strconv.Itoa(rand.IntN(n+1)),
+				InFlight: i, RemoteAddr: strconv.Itoa(i)}
+		}
+		want := slices.Clone(in)
+		slices.SortStableFunc(want, cmp)
+		got := slices.Clone(in)
+		sortStatuses(got)
+		if !slices.IsSortedFunc(got, cmp) {
+			t.Fatalf("n=%d: not sorted", n)
+		}
+		seen := make([]bool, n)
+		for _, st := range got {
+			if st.RemoteAddr != strconv.Itoa(st.InFlight) || seen[st.InFlight] {
+				t.Fatalf("n=%d: status %d torn or duplicated", n, st.InFlight)
+			}
+			seen[st.InFlight] = true
+		}
+		for i := range want {
+			if cmp(got[i], want[i]) != 0 {
+				t.Fatalf("n=%d: position %d is %q %q, want %q %q", n, i, got[i].Name, got[i].Fingerprint, want[i].Name, want[i].Fingerprint)
 			}
 		}
 	}

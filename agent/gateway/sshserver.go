@@ -22,8 +22,6 @@ import (
 const (
 	// maxHelloBytes bounds the tunnel channel's extra data (the JSON Hello).
 	maxHelloBytes = 16 << 10
-	// admissionWait is how long a connection waits for a handshake slot before being closed.
-	admissionWait = time.Second
 	// permFingerprint is the Permissions extension carrying the authenticated key.
 	permFingerprint = "fp"
 )
@@ -266,14 +264,14 @@ func (c *sshConn) awaitTunnel(ctx context.Context, timeout time.Duration, log *s
 	}
 }
 
-// admit takes a handshake slot, waiting at most admissionWait.
+// admit takes a handshake slot, waiting at most Config.AdmissionWait.
 func (g *Gateway) admit(ctx context.Context) bool {
 	select {
 	case g.handshakes <- struct{}{}:
 		return true
 	default:
 	}
-	t := time.NewTimer(admissionWait)
+	t := time.NewTimer(g.cfg.AdmissionWait)
 	defer t.Stop()
 	select {
 	case g.handshakes <- struct{}{}:

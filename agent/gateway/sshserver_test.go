@@ -202,6 +202,7 @@ func TestHandshakeAdmissionLimit(t *testing.T) {
 	f := startGateway(t, authLine(key, ""), func(c *Config) {
 		c.MaxHandshakes = 1
 		c.HandshakeTimeout = 4 * time.Second
+		c.AdmissionWait = time.Second
 	})
 	// A silent client holds the only handshake slot: it gets the banner, then nothing.
 	slow, err := net.Dial("tcp", f.addr)
