@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -211,4 +212,81 @@ func TestUploadDigestTrailer(t *testing.T) {
 			noTemps(t, dir)
 		})
 	}
+}
+
+// TestUploadSymlinkSwappedIn: while an upload is in flight (its temp file open in the target
+// directory), the directory is replaced by a symlink leading out of EDGE_UPLOAD_DIRS, or the
+// target file by a symlink to a file outside. Nothing outside may be created or changed: the
+// edge holds the directory open (os.Root) and renames over names, never through them.
+func TestUploadSymlinkSwappedIn(t *testing.T) {
+	body := bytes.Repeat([]byte("n"), 200<<10)
+	tests := []struct {
+		name   string
+		swap   func(t *testing.T, up, outside string) // runs once the temp file is open
+		landed string                                 // where a successful upload is, under up
+	}{
+		{"directory swapped for a symlink", func(t *testing.T, up, outside string) {
+			if err := os.Rename(filepath.Join(up, "d"), filepath.Join(up, "d.old")); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(outside, filepath.Join(up, "d")); err != nil {
+				t.Fatal(err)
+			}
+		}, "d.old/f"},
+		{"target swapped for a symlink", func(t *testing.T, up, outside string) {
+			target := filepath.Join(up, "d", "f")
+			os.Remove(target)
+			if err := os.Symlink(filepath.Join(outside, "f"), target); err != nil {
+				t.Fatal(err)
+			}
+		}, "d/f"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			up, outside := t.TempDir(), t.TempDir()
+			os.Mkdir(filepath.Join(up, "d"), 0o755)
+			os.WriteFile(filepath.Join(up, "d", "f"), []byte("old"), 0o644)
+			os.WriteFile(filepath.Join(outside, "f"), []byte("keep"), 0o644)
+			h := newHarness(t, Config{UploadDirs: []string{up}})
+			c := h.open(protocol.MethodUpload, protocol.UploadParams{Path: filepath.Join(up, "d", "f"), Size: int64(len(body)),
+				SHA256: sum(body), Mode: 0o644, Overwrite: true})
+			(protocol.DataWriter{W: c.st, T: protocol.FrameData}).Write(body[:100<<10])
+			waitOpenUnder(t, filepath.Join(up, "d")+"/")
+			tc.swap(t, up, outside)
+			(protocol.DataWriter{W: c.st, T: protocol.FrameData}).Write(body[100<<10:])
+			c.send(protocol.FrameData, nil)
+			var res protocol.UploadResult
+			o := c.wait(&res)
+			if o.err == nil { // the upload went where it was checked: the directory held open
+				st, err := os.Lstat(filepath.Join(up, tc.landed))
+				if got, _ := os.ReadFile(filepath.Join(up, tc.landed)); err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, body) {
+					t.Errorf("upload reported ok, but %s is not the uploaded regular file (%v)", tc.landed, err)
+				}
+			}
+			if got, _ := os.ReadFile(filepath.Join(outside, "f")); string(got) != "keep" {
+				t.Errorf("the file outside was changed: %d bytes", len(got))
+			}
+			ents, _ := os.ReadDir(outside)
+			if len(ents) != 1 {
+				t.Errorf("outside holds %d entries, want only f", len(ents))
+			}
+		})
+	}
+}
+
+// waitOpenUnder waits until this process (the edge under test) has a file open under prefix:
+// the upload's temp file, an O_TMPFILE shown by /proc as "<dir>/#<inode> (deleted)".
+func waitOpenUnder(t *testing.T, prefix string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		fds, _ := os.ReadDir("/proc/self/fd")
+		for _, fd := range fds {
+			if p, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && strings.HasPrefix(p, prefix) {
+				return
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no file open under %s", prefix)
 }
