@@ -66,7 +66,7 @@ func TestMaliciousEdges(t *testing.T) {
 	f.authorize(t, healthy, "healthy", "role=web")
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	attackers, lines, err := localfleet.NewAttackers(seed, attackEdges)
+	attackers, lines, err := localfleet.NewAttackers(seed, attackEdges, "healthy")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +114,8 @@ func TestMaliciousEdges(t *testing.T) {
 		})
 	}
 	loaded := p99(measure())
-	wg.Wait()
 	close(stop)
+	wg.Wait()
 	rssAfter, hwm := rssKiB(t, pid)
 	t.Logf("gateway RSS %d KiB before, %d KiB after, peak %d KiB (growth %d KiB); run_command p99 quiet %v, under attack %v",
 		rssBefore, rssAfter, hwm, hwm-rssBefore, quiet, loaded)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,16 +35,19 @@ func TestTransferInterrupted(t *testing.T) {
 	addToxic(t, px, "bandwidth", map[string]any{"rate": 8 << 10}) // KB/s: 48 MiB take 6 s
 
 	for _, tc := range []struct {
-		name string
-		tool string
-		args map[string]any
-		left func() []string // what the broken transfer left behind
+		name     string
+		tool     string
+		args     map[string]any
+		inFlight func(edgePID int) bool // the receiving side holds its temporary file
+		left     func() []string        // what the broken transfer left behind
 	}{
 		{"download to dest_path", "download_file",
 			map[string]any{"edge": "cut", "path": filepath.Join(edgeDir, "src.bin"), "dest_path": "in/src.bin"},
+			func(int) bool { return len(dirNames(t, filepath.Join(filesDir, "in"))) > 0 },
 			func() []string { return dirNames(t, filepath.Join(filesDir, "in")) }},
 		{"upload from source_path", "upload_file",
 			map[string]any{"edge": "cut", "path": filepath.Join(edgeDir, "out", "up.bin"), "source_path": "up.bin", "create_dirs": true},
+			func(pid int) bool { return openUnder(pid, filepath.Join(edgeDir, "out")+"/") },
 			func() []string { return dirNames(t, filepath.Join(edgeDir, "out")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,7 +56,11 @@ func TestTransferInterrupted(t *testing.T) {
 			g.waitConnected(t, k.fp, nil)
 			done := make(chan result, 1)
 			go func() { done <- g.call(t, tc.tool, tc.args) }()
-			time.Sleep(2 * time.Second) // about a third of the file is on its way
+			// Kill once the receiving side has its temporary file: the transfer is under way.
+			if !waitFor(10*time.Second, func() bool { return tc.inFlight(e.cmd.Process.Pid) }) {
+				t.Fatalf("%s never got under way", tc.tool)
+			}
+			time.Sleep(500 * time.Millisecond) // some MiB in
 			if err := syscall.Kill(e.cmd.Process.Pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
@@ -72,6 +80,18 @@ func TestTransferInterrupted(t *testing.T) {
 	if left := dirNames(t, filesDir); strings.Join(left, ",") != "in,up.bin" && strings.Join(left, ",") != "up.bin" {
 		t.Errorf("FILES_DIR holds %v, want only up.bin (and the empty in/)", left)
 	}
+}
+
+// openUnder reports whether process pid has a file open under prefix (an O_TMPFILE shows as
+// "<dir>/#<inode> (deleted)").
+func openUnder(pid int, prefix string) bool {
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if p, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(p, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // dirNames lists dir's entries; a missing dir has none.

@@ -48,69 +48,9 @@ func (g *Gateway) Exec(ctx context.Context, edge string, p protocol.ExecParams, 
 	return res, protocol.DecodeResponse(payload, &res)
 }
 
-// Upload sends exactly p.Size bytes of body to be written at p.Path on edge. With p.SHA256
-// empty the body is hashed as it is sent, in one pass, and its SHA-256 follows it (protocol 2;
-// an older edge gets the hash first, which needs a body that can seek back).
-func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
-	var res protocol.UploadResult
-	if body == nil {
-		return res, errors.New("upload: no content")
-	}
-	body = io.LimitReader(body, p.Size)
-	if p.SHA256 == "" {
-		var err error
-		if p, body, err = g.digestLater(edge, p, body); err != nil {
-			return res, err
-		}
-	}
-	if err := p.Validate(); err != nil {
-		return res, fmt.Errorf("upload: %w", err)
-	}
-	payload, err := g.call(ctx, edge, protocol.MethodUpload, p, body, nil)
-	if err != nil {
-		return res, err
-	}
-	return res, protocol.DecodeResponse(payload, &res)
-}
-
-// digestLater arranges for an upload whose SHA-256 is not known yet: a digest trailer when
-// the edge speaks protocol 2, else one hashing pass over a seekable body before sending it.
-func (g *Gateway) digestLater(ref string, p protocol.UploadParams, body io.Reader) (protocol.UploadParams, io.Reader, error) {
-	e, err := g.resolve(ref)
-	if err != nil {
-		return p, nil, err
-	}
-	if e.hello.Protocol >= protocol.VersionDigestTrailer {
-		p.SHA256Trailer = true
-		return p, digestBody{body}, nil
-	}
-	lr, _ := body.(*io.LimitedReader)
-	rs, ok := lr.R.(io.ReadSeeker)
-	if !ok {
-		return p, nil, fmt.Errorf("upload: edge %s speaks protocol %d, which needs the SHA-256 before the content: upgrade mcp-ssh-edge", ref, e.hello.Protocol)
-	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, onlyReader{io.LimitReader(rs, p.Size)}, make([]byte, bodyBuffer))
-	if err != nil {
-		return p, nil, fmt.Errorf("upload: hash the content: %w", err)
-	}
-	if n != p.Size {
-		return p, nil, fmt.Errorf("upload: the content has %d bytes, not the announced %d", n, p.Size)
-	}
-	if _, err := rs.Seek(-n, io.SeekCurrent); err != nil {
-		return p, nil, fmt.Errorf("upload: rewind the content: %w", err)
-	}
-	p.SHA256 = hex.EncodeToString(h.Sum(nil))
-	return p, body, nil
-}
-
-// digestBody is an upload body the frameWriter hashes as it sends it, then ends with a
-// FrameDigest instead of the empty FrameData.
-type digestBody struct{ io.Reader }
-
 // call runs one RPC on its own stream and returns the payload of the edge's FrameResult.
-// body, if not nil, is sent as FrameData frames ending with an empty one; onFrame sees every
-// other frame the edge sends before the result.
+// body, if not nil, is sent as FrameData frames ending with an empty one (or a FrameDigest,
+// see digestBody); onFrame sees every other frame the edge sends before the result.
 func (g *Gateway) call(ctx context.Context, ref, method string, params any, body io.Reader,
 	onFrame func(t protocol.FrameType, b []byte)) (payload []byte, err error) {
 	var sent, received atomic.Int64
@@ -120,8 +60,8 @@ func (g *Gateway) call(ctx context.Context, ref, method string, params any, body
 	}()
 	switch b := body.(type) {
 	case nil:
-	case digestBody:
-		body = digestBody{countingReader{r: b.Reader, n: &sent}}
+	case *digestBody:
+		b.r = countingReader{r: b.r, n: &sent} // keep the type: send ends it with the digest
 	default:
 		body = countingReader{r: body, n: &sent}
 	}
@@ -200,6 +140,21 @@ func (g *Gateway) callEdge(ctx context.Context, ref, method string, params any, 
 			return finish(r)
 		case err := <-writeErr:
 			writeErr = nil
+			var be bodyError
+			if errors.As(err, &be) {
+				// The edge waits for the rest of the body: cancel, so it drops what it has.
+				w.cancel()
+				t := time.NewTimer(cancelWait)
+				defer t.Stop()
+				select {
+				case <-readDone:
+				case <-e.gone():
+					stopReader()
+				case <-t.C:
+					stopReader()
+				}
+				return nil, fmt.Errorf("%s on %s: %w", method, ref, be.err)
+			}
 			if err != nil && !errors.Is(err, errWriterStopped) {
 				if e.sess.IsClosed() {
 					stopReader()
@@ -337,7 +292,9 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 }
 
 // send writes the request and then the body, if any, ending it with an empty data frame, or
-// with its SHA-256 in a FrameDigest for a digestBody.
+// for a *digestBody with its SHA-256 in a FrameDigest. A failure of the body itself (a read
+// error, a source that changed) comes back as a bodyError: the caller must cancel the call,
+// since the edge is still waiting for the rest.
 func (w *frameWriter) send(req protocol.Request, body io.Reader) error {
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -349,17 +306,41 @@ func (w *frameWriter) send(req protocol.Request, body io.Reader) error {
 	if body == nil {
 		return nil
 	}
-	_, digest := body.(digestBody)
+	d, digest := body.(*digestBody)
 	if digest {
 		w.digest = sha256.New()
 	}
-	if _, err := io.CopyBuffer(w, onlyReader{body}, make([]byte, bodyBuffer)); err != nil {
+	if _, err := io.CopyBuffer(w, bodyReader{body}, make([]byte, bodyBuffer)); err != nil {
 		return err
 	}
-	if digest {
-		return w.frame(protocol.FrameDigest, hex.AppendEncode(nil, w.digest.Sum(nil)))
+	if !digest {
+		return w.frame(protocol.FrameData, nil)
 	}
-	return w.frame(protocol.FrameData, nil)
+	if d.check != nil {
+		if err := d.check(); err != nil {
+			return bodyError{err}
+		}
+	}
+	d.sum = hex.EncodeToString(w.digest.Sum(nil))
+	return w.frame(protocol.FrameDigest, []byte(d.sum))
+}
+
+// bodyError is a failure of a request body itself, as opposed to the stream it is sent on.
+type bodyError struct{ err error }
+
+func (e bodyError) Error() string { return e.err.Error() }
+func (e bodyError) Unwrap() error { return e.err }
+
+// bodyReader marks the body's read errors as bodyErrors (and hides WriterTo, so that
+// io.CopyBuffer uses our large buffer).
+type bodyReader struct{ r io.Reader }
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = bodyError{fmt.Errorf("read the content: %w", err)}
+	}
+	return n, err
 }
 
 // cancel unblocks a body write stuck on flow control, sends FrameCancel if the frame sequence
@@ -382,9 +363,6 @@ func (w *frameWriter) cancel() {
 	w.stopped = true
 	w.s.Close()
 }
-
-// onlyReader hides WriterTo so io.CopyBuffer uses our large buffer.
-type onlyReader struct{ io.Reader }
 
 // newRequestID returns a random id for one RPC (also useful in the edge's rpc.log).
 func newRequestID() string {

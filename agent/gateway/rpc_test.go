@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
@@ -111,7 +113,9 @@ func TestUploadDeviceInfoAndEdgeErrors(t *testing.T) {
 
 // TestUploadDigestLater: an upload whose SHA-256 is not given is hashed while it is sent, with
 // a digest trailer to an edge of protocol 2; an edge of protocol 1 gets requests of version 1
-// and the hash first (a seekable body), or a clear error (a body that cannot seek back).
+// and the hash first (a seekable body), or a clear error (a body that cannot seek back). A
+// body that fails or changes while it is sent cancels the upload at once, and an edge that
+// reports another SHA-256 than the one sent is not believed.
 func TestUploadDigestLater(t *testing.T) {
 	content := bytes.Repeat([]byte("xyz"), 300_000)
 	sum := sha256.Sum256(content)
@@ -119,36 +123,64 @@ func TestUploadDigestLater(t *testing.T) {
 	tests := []struct {
 		name     string
 		protocol int
+		path     string
 		body     io.Reader
 		trailers int64  // uploads the edge saw end with a FrameDigest
 		err      string // "" = success
 	}{
-		{"protocol 2: trailer", protocol.VersionDigestTrailer, bytes.NewReader(content), 1, ""},
-		{"protocol 1: hash first", 1, bytes.NewReader(content), 0, ""},
-		{"protocol 1: body cannot seek", 1, io.MultiReader(bytes.NewReader(content)), 0, "upgrade mcp-ssh-edge"},
+		{"protocol 2: trailer", protocol.VersionDigestTrailer, "/tmp/x", bytes.NewReader(content), 1, ""},
+		{"protocol 1: hash first", 1, "/tmp/x", bytes.NewReader(content), 0, ""},
+		{"protocol 1: body cannot seek", 1, "/tmp/x", io.MultiReader(bytes.NewReader(content)), 0, "upgrade mcp-ssh-edge"},
+		{"edge reports another SHA-256", protocol.VersionDigestTrailer, "/tmp/lie", bytes.NewReader(content), 1, "reported"},
+		{"read error mid-body", protocol.VersionDigestTrailer, "/tmp/x",
+			io.MultiReader(bytes.NewReader(content[:300_000]), iotest.ErrReader(errors.New("disk on fire"))), 0, "disk on fire"},
+		{"file changed while sent", protocol.VersionDigestTrailer, "/tmp/x", &growingFile{Reader: bytes.NewReader(content)}, 0, "changed while it was sent"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, e, _ := connected(t, protocol.Hello{Protocol: tc.protocol}, nil)
-			up, err := f.g.Upload(context.Background(), "pi", protocol.UploadParams{Path: "/tmp/x", Size: int64(len(content)), Mode: 0o644}, tc.body)
+			start := time.Now()
+			up, err := f.g.Upload(context.Background(), "pi", protocol.UploadParams{Path: tc.path, Size: int64(len(content)), Mode: 0o644}, tc.body)
+			if d := time.Since(start); d > cancelWait+5*time.Second {
+				t.Errorf("Upload took %v", d)
+			}
 			switch {
 			case tc.err != "":
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("Upload err = %v, want %q", err, tc.err)
 				}
-				return
 			case err != nil || up.SHA256 != want || up.Size != int64(len(content)):
 				t.Fatalf("Upload = %+v, %v", up, err)
 			}
 			if got := e.trailers.Load(); got != tc.trailers {
 				t.Errorf("%d uploads ended with a digest frame, want %d", got, tc.trailers)
 			}
-			if v := e.lastV.Load(); v != int64(tc.protocol) {
+			if v := e.lastV.Load(); tc.err == "" && v != int64(tc.protocol) {
 				t.Errorf("request version %d, want the edge's %d", v, tc.protocol)
 			}
 		})
 	}
 }
+
+// growingFile is a file whose size changes between two Stat calls (another writer).
+type growingFile struct {
+	*bytes.Reader
+	stats int
+}
+
+func (g *growingFile) Stat() (fs.FileInfo, error) {
+	g.stats++
+	return fakeInfo{size: int64(g.stats)}, nil
+}
+
+type fakeInfo struct{ size int64 }
+
+func (i fakeInfo) Name() string       { return "f" }
+func (i fakeInfo) Size() int64        { return i.size }
+func (i fakeInfo) Mode() fs.FileMode  { return 0o644 }
+func (i fakeInfo) ModTime() time.Time { return time.Time{} }
+func (i fakeInfo) IsDir() bool        { return false }
+func (i fakeInfo) Sys() any           { return nil }
 
 func TestUnknownAndOfflineEdges(t *testing.T) {
 	known := newSigner(t)

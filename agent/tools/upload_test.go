@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -96,7 +97,7 @@ func TestUploadFileEdgeErrors(t *testing.T) {
 	}{
 		{"exists", protocol.UploadResult{}, &protocol.Error{Code: protocol.CodeExists, Message: "/tmp/f exists"}, "set overwrite: true"},
 		{"policy", protocol.UploadResult{}, &protocol.Error{Code: protocol.CodePolicy, Message: "/tmp is not an upload directory"}, "refused by the edge's policy"},
-		{"checksum mismatch", protocol.UploadResult{Path: "/tmp/f", Size: 1, SHA256: strings.Repeat("0", 64)}, nil, "different size or SHA-256"},
+		{"checksum mismatch (Gateway.Upload checks)", protocol.UploadResult{}, errors.New("upload: edge e reported 1 bytes with SHA-256 \"00\", but 14 bytes with SHA-256 ab were sent"), "SHA-256"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -38,7 +38,7 @@ type attackReport struct {
 func attackSetup(fleet *localfleet.Layout, n int) ([]byte, error) {
 	seed := make([]byte, 32)
 	rand.Read(seed)
-	_, lines, err := localfleet.NewAttackers(seed, n)
+	_, lines, err := localfleet.NewAttackers(seed, n, edgeName)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +86,11 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("attack: start the attacking process: %w", err)
 	}
-	defer cmd.Wait()
+	defer func() { // on every path: stop the child, then reap it
+		stdin.Close()
+		cancel()
+		cmd.Wait()
+	}()
 	lines := bufio.NewScanner(stdout)
 	if !lines.Scan() || lines.Text() != "attacking" {
 		return fmt.Errorf("attack: the attacking process did not start (%v)", lines.Err())
@@ -150,7 +154,7 @@ func runAttackChild(args []string) error {
 	if err != nil {
 		return fmt.Errorf("attack-child: host key: %w", err)
 	}
-	attackers, _, err := localfleet.NewAttackers(seed, *n)
+	attackers, _, err := localfleet.NewAttackers(seed, *n, edgeName)
 	if err != nil {
 		return err
 	}
@@ -165,8 +169,11 @@ func runAttackChild(args []string) error {
 	for i, a := range attackers {
 		wg.Go(func() {
 			for r := 0; ctx.Err() == nil; r++ {
-				a.Attack(*addr, host.PublicKey(), i+r)
-				rounds.Add(1)
+				if a.Attack(*addr, host.PublicKey(), i+r) {
+					rounds.Add(1)
+				} else { // not even connected: the gateway is gone or refusing, do not spin
+					time.Sleep(100 * time.Millisecond)
+				}
 			}
 		})
 	}

@@ -40,10 +40,7 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 	if mode == 0 {
 		mode = 0o644
 	}
-	want := strings.ToLower(p.SHA256) // "" with SHA256Trailer: it comes after the content
-	if _, err := hex.DecodeString(want); err != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "sha256 %q is not hex", p.SHA256)
-	}
+	want := strings.ToLower(p.SHA256) // "" with SHA256Trailer (Validate): it follows the content
 
 	rootDir, rel, err := s.uploadRoot(p.Path)
 	if err != nil {

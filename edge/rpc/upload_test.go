@@ -257,12 +257,15 @@ func TestUploadSymlinkSwappedIn(t *testing.T) {
 			c.send(protocol.FrameData, nil)
 			var res protocol.UploadResult
 			o := c.wait(&res)
-			if o.err == nil { // the upload went where it was checked: the directory held open
-				st, err := os.Lstat(filepath.Join(up, tc.landed))
-				if got, _ := os.ReadFile(filepath.Join(up, tc.landed)); err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, body) {
-					t.Errorf("upload reported ok, but %s is not the uploaded regular file (%v)", tc.landed, err)
-				}
+			// The upload goes where it was checked: into the directory the edge holds open.
+			if o.err != nil {
+				t.Fatalf("upload: %v", o.err)
 			}
+			st, err := os.Lstat(filepath.Join(up, tc.landed))
+			if got, _ := os.ReadFile(filepath.Join(up, tc.landed)); err != nil || !st.Mode().IsRegular() || !bytes.Equal(got, body) {
+				t.Errorf("%s is not the uploaded regular file (%v)", tc.landed, err)
+			}
+			noTemps(t, filepath.Dir(filepath.Join(up, tc.landed)))
 			if got, _ := os.ReadFile(filepath.Join(outside, "f")); string(got) != "keep" {
 				t.Errorf("the file outside was changed: %d bytes", len(got))
 			}

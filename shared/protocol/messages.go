@@ -124,7 +124,8 @@ type ExecResult struct {
 	DurationMs      int64  `json:"duration_ms"`
 }
 
-// UploadParams announces a file; exactly Size bytes of FrameData follow, then an empty one.
+// UploadParams announces a file; exactly Size bytes of FrameData follow, then an empty one,
+// or with SHA256Trailer a FrameDigest.
 type UploadParams struct {
 	Path   string `json:"path"`
 	Size   int64  `json:"size"`

@@ -31,12 +31,13 @@ const attackWait = 5 * time.Second
 type Attacker struct {
 	Signer ssh.Signer
 	FP     string // SHA256:… of the key
+	Victim string // the healthy edge whose name it claims
 }
 
 // NewAttackers derives n attacker keys from seed (the same seed gives the same keys, so a
-// child process can rebuild the keys its parent authorized) and returns them with their
-// authorized_keys lines.
-func NewAttackers(seed []byte, n int) ([]Attacker, string, error) {
+// child process can rebuild the keys its parent authorized) and returns them, claiming the
+// name victim, with their authorized_keys lines.
+func NewAttackers(seed []byte, n int, victim string) ([]Attacker, string, error) {
 	out := make([]Attacker, n)
 	var lines strings.Builder
 	for i := range out {
@@ -47,21 +48,21 @@ func NewAttackers(seed []byte, n int) ([]Attacker, string, error) {
 		if err != nil {
 			return nil, "", fmt.Errorf("attacker key %d: %w", i, err)
 		}
-		out[i] = Attacker{Signer: s, FP: keys.Fingerprint(s.PublicKey())}
+		out[i] = Attacker{Signer: s, FP: keys.Fingerprint(s.PublicKey()), Victim: victim}
 		lines.WriteString(keys.AuthorizedLine(s.PublicKey()) + "\n")
 	}
 	return out, lines.String(), nil
 }
 
-// Dial authenticates to the gateway at addr as the user "healthy" (a name the attacker does
-// not own) and serves nothing: requests are discarded and channels refused.
+// Dial authenticates to the gateway at addr as the user Victim (a name the attacker does not
+// own) and serves nothing: requests are discarded and channels refused.
 func (a Attacker) Dial(addr string, host ssh.PublicKey) (ssh.Conn, error) {
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	c, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{User: "healthy", Auth: []ssh.AuthMethod{ssh.PublicKeys(a.Signer)},
+	c, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{User: a.Victim, Auth: []ssh.AuthMethod{ssh.PublicKeys(a.Signer)},
 		HostKeyCallback: ssh.FixedHostKey(host)})
 	if err != nil {
 		nc.Close()
@@ -78,24 +79,31 @@ func (a Attacker) Dial(addr string, host ssh.PublicKey) (ssh.Conn, error) {
 }
 
 // Attack runs one round of misbehaviour number kind (modulo AttackKinds) against the gateway
-// at addr and returns when the gateway dropped it, or after a bounded wait:
+// at addr and returns when the gateway dropped it, or after a bounded wait; it reports
+// whether it got as far as an authenticated connection:
 //
 //	0: an oversized hello
 //	1: a hello claiming another edge's name and a role=db label, then yamux streams opened
 //	   towards the gateway (which only the gateway may open)
 //	2: the same lying hello, then garbage and a yamux frame header claiming 4 GiB
 //	3: a reconnect flood: the lying hello, and hang up at once
-func (a Attacker) Attack(addr string, host ssh.PublicKey, kind int) {
+func (a Attacker) Attack(addr string, host ssh.PublicKey, kind int) bool {
 	c, err := a.Dial(addr, host)
 	if err != nil {
-		return
+		return false
 	}
 	defer c.Close()
-	lie, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: "healthy", Labels: map[string]string{"role": "db"},
+	a.misbehave(c, kind)
+	return true
+}
+
+// misbehave is one round of Attack on an authenticated connection.
+func (a Attacker) misbehave(c ssh.Conn, kind int) {
+	lie, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: a.Victim, Labels: map[string]string{"role": "db"},
 		Version: "evil", OS: "linux", Arch: "amd64", MaxConcurrent: 4096})
 	switch kind % AttackKinds {
 	case 0:
-		big, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: "healthy", Version: strings.Repeat("x", 64<<10)})
+		big, _ := json.Marshal(protocol.Hello{Protocol: protocol.Version, Name: a.Victim, Version: strings.Repeat("x", 64<<10)})
 		if ch, _, err := c.OpenChannel(protocol.ChannelType, big); err == nil {
 			ch.Close()
 		}
