@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -56,10 +54,10 @@ func benchHandshake(b *testing.B, kex []string, inventory bool) {
 	signers := make([]ssh.Signer, clients)
 	var ak strings.Builder
 	for i := range signers {
-		signers[i] = newBenchSigner(b)
+		signers[i] = newSigner(b)
 		ak.WriteString(authLine(signers[i], ""))
 	}
-	host := newBenchSigner(b)
+	host := newSigner(b)
 	akPath := filepath.Join(dir, "authorized_keys")
 	if err := os.WriteFile(akPath, []byte(ak.String()), 0o600); err != nil {
 		b.Fatal(err)
@@ -163,19 +161,6 @@ func benchConnect(addr string, cfg *ssh.ClientConfig, hello []byte, inventory bo
 	return nil
 }
 
-func newBenchSigner(b *testing.B) ssh.Signer {
-	b.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
 // cpuTime is the process's user+system CPU time so far.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -193,7 +178,7 @@ func BenchmarkEdges(b *testing.B) {
 	var ak strings.Builder
 	fps := make([]string, n)
 	for i := range fps {
-		s := newBenchSigner(b)
+		s := newSigner(b)
 		fps[i] = ssh.FingerprintSHA256(s.PublicKey())
 		ak.WriteString(authLine(s, ""))
 	}
@@ -201,7 +186,7 @@ func BenchmarkEdges(b *testing.B) {
 	if err := os.WriteFile(akPath, []byte(ak.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	g, err := New(Config{HostKey: newBenchSigner(b), AuthorizedKeysFile: akPath})
+	g, err := New(Config{HostKey: newSigner(b), AuthorizedKeysFile: akPath})
 	if err != nil {
 		b.Fatal(err)
 	}

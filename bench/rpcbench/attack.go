@@ -96,22 +96,7 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 		return fmt.Errorf("attack: the attacking process did not start (%v)", lines.Err())
 	}
 	slog.Info("measuring run_command under attack", "attackers", o.attackers, "n", o.n)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		tick := time.NewTicker(rssSampleEvery)
-		defer tick.Stop()
-		for {
-			if rss, err := vmRSS(r.gatewayPID); err == nil {
-				a.rssPeak = max(a.rssPeak, rss)
-			}
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-			}
-		}
-	})
+	stopSampling := sampleRSS(r.gatewayPID)
 	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
 	a.loaded, err = timeLoop(ctx, "run_command under attack", 0, o.n, func(ctx context.Context) error {
 		res, err := gw.Call(ctx, "run_command", args)
@@ -120,8 +105,7 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 		}
 		return err
 	})
-	close(stop)
-	wg.Wait()
+	a.rssPeak, _ = stopSampling()
 	stdin.Close() // the child stops and prints its round count
 	if lines.Scan() {
 		a.rounds, _ = strconv.Atoi(lines.Text())

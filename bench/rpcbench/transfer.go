@@ -99,32 +99,44 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 		return err
 	}
 	slog.Info("measuring the gateway's memory during one large source_path upload", "mib", o.bigMiB)
-	stop := make(chan struct{})
+	stopSampling := sampleRSS(r.gatewayPID)
+	t.bigRate, err = sourcePathUpload(ctx, gw, map[string]any{
+		"edge": edgeName, "path": filepath.Join(fleet.UploadDir, bigName), "source_path": bigName, "overwrite": true,
+	}, t.bigBytes, bigSum)
+	t.bigPeak, t.bigSamples = stopSampling()
+	if err != nil {
+		return fmt.Errorf("large source_path upload: %w", err)
+	}
+	return nil
+}
+
+// sampleRSS reads pid's VmRSS every rssSampleEvery until the returned stop is called, which
+// reports the highest value and the number of samples.
+func sampleRSS(pid int) (stop func() (peak int64, samples int)) {
+	var peak int64
+	var samples int
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		tick := time.NewTicker(rssSampleEvery)
 		defer tick.Stop()
 		for {
-			if rss, err := vmRSS(r.gatewayPID); err == nil {
-				t.bigPeak = max(t.bigPeak, rss)
-				t.bigSamples++
+			if rss, err := vmRSS(pid); err == nil {
+				peak = max(peak, rss)
+				samples++
 			}
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-tick.C:
 			}
 		}
 	})
-	t.bigRate, err = sourcePathUpload(ctx, gw, map[string]any{
-		"edge": edgeName, "path": filepath.Join(fleet.UploadDir, bigName), "source_path": bigName, "overwrite": true,
-	}, t.bigBytes, bigSum)
-	close(stop)
-	wg.Wait()
-	if err != nil {
-		return fmt.Errorf("large source_path upload: %w", err)
+	return func() (int64, int) {
+		close(done)
+		wg.Wait()
+		return peak, samples
 	}
-	return nil
 }
 
 // sourcePathUpload makes one upload_file call, checks the edge's size and SHA-256, and
