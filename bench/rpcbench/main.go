@@ -25,10 +25,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 // options are the benchmark's command-line settings.
@@ -89,14 +90,10 @@ func main() {
 }
 
 func parseFlags(args []string) (options, error) {
-	binDir := os.Getenv("BIN_DIR")
-	if binDir == "" {
-		binDir = "bin"
-	}
 	fs := flag.NewFlagSet("rpcbench", flag.ContinueOnError)
 	var o options
-	fs.StringVar(&o.gatewayBin, "gateway", envOr("GATEWAY_BIN", filepath.Join(binDir, "mcp-ssh-gateway")), "path of the mcp-ssh-gateway binary (env GATEWAY_BIN)")
-	fs.StringVar(&o.edgeBin, "edge", envOr("EDGE_BIN", filepath.Join(binDir, "mcp-ssh-edge")), "path of the mcp-ssh-edge binary (env EDGE_BIN)")
+	fs.StringVar(&o.gatewayBin, "gateway", localfleet.DefaultBin("GATEWAY_BIN", "mcp-ssh-gateway"), "path of the mcp-ssh-gateway binary (env GATEWAY_BIN)")
+	fs.StringVar(&o.edgeBin, "edge", localfleet.DefaultBin("EDGE_BIN", "mcp-ssh-edge"), "path of the mcp-ssh-edge binary (env EDGE_BIN)")
 	fs.StringVar(&o.sshdBin, "sshd", "/usr/sbin/sshd", "path of the OpenSSH server for the comparison rows")
 	fs.IntVar(&o.n, "n", 200, "timed calls per latency row")
 	fs.IntVar(&o.warmup, "warmup", 20, "untimed calls before each latency row")
@@ -133,22 +130,5 @@ func parseFlags(args []string) (options, error) {
 	case o.timeout <= 0:
 		return o, errors.New("-timeout must be positive")
 	}
-	for _, p := range []*string{&o.gatewayBin, &o.edgeBin} {
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return o, fmt.Errorf("resolve %s: %w", *p, err)
-		}
-		if st, err := os.Stat(abs); err != nil || st.IsDir() {
-			return o, fmt.Errorf("binary %s not found: run `make build` first", abs)
-		}
-		*p = abs
-	}
-	return o, nil
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+	return o, localfleet.ResolveBinaries(&o.gatewayBin, &o.edgeBin)
 }

@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -60,14 +59,10 @@ func main() {
 }
 
 func parseFlags(args []string) (options, error) {
-	binDir := os.Getenv("BIN_DIR")
-	if binDir == "" {
-		binDir = "bin"
-	}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	var o options
-	fs.StringVar(&o.gatewayBin, "gateway", envOr("GATEWAY_BIN", filepath.Join(binDir, "mcp-ssh-gateway")), "path of the mcp-ssh-gateway binary (env GATEWAY_BIN)")
-	fs.StringVar(&o.edgeBin, "edge", envOr("EDGE_BIN", filepath.Join(binDir, "mcp-ssh-edge")), "path of the mcp-ssh-edge binary (env EDGE_BIN)")
+	fs.StringVar(&o.gatewayBin, "gateway", localfleet.DefaultBin("GATEWAY_BIN", "mcp-ssh-gateway"), "path of the mcp-ssh-gateway binary (env GATEWAY_BIN)")
+	fs.StringVar(&o.edgeBin, "edge", localfleet.DefaultBin("EDGE_BIN", "mcp-ssh-edge"), "path of the mcp-ssh-edge binary (env EDGE_BIN)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after this long")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary directory (keys, state, audit log) for inspection")
 	if err := fs.Parse(args); err != nil {
@@ -79,24 +74,7 @@ func parseFlags(args []string) (options, error) {
 	if o.timeout <= 0 {
 		return o, errors.New("-timeout must be positive")
 	}
-	for _, p := range []*string{&o.gatewayBin, &o.edgeBin} {
-		abs, err := filepath.Abs(*p)
-		if err != nil {
-			return o, fmt.Errorf("resolve %s: %w", *p, err)
-		}
-		if st, err := os.Stat(abs); err != nil || st.IsDir() {
-			return o, fmt.Errorf("binary %s not found: run `make build` first", abs)
-		}
-		*p = abs
-	}
-	return o, nil
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
+	return o, localfleet.ResolveBinaries(&o.gatewayBin, &o.edgeBin)
 }
 
 // run sets up, calls the tools and always tears down what it started.
