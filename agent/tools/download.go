@@ -44,11 +44,7 @@ func downloadTool() mcp.Tool {
 			"Inline content is capped (max_bytes, default the gateway's MAX_OUTPUT_BYTES; truncated tells if the file was longer). "+
 			"For large files pass dest_path to save the file into the gateway's FILES_DIR without passing it through the conversation. "+
 			"For a command's output use run_command; to write a file use upload_file."),
-		mcp.WithTitleAnnotation("Download a file from an edge"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Download a file from an edge", true, false, true, true),
 		mcp.WithInputSchema[DownloadInput](),
 		mcp.WithOutputSchema[DownloadOutput](),
 	)

@@ -64,11 +64,7 @@ func runCommandTool() mcp.Tool {
 			"Prefer argv (no shell); use command only for pipes or redirection. A non-zero exit is a normal result, not an error. "+
 			"The process group is killed at timeout_seconds; raise it for long work (output streams as progress notifications meanwhile). "+
 			"To write a file use upload_file rather than echo/cat; for hardware and OS facts use get_device_info."),
-		mcp.WithTitleAnnotation("Run a command on an edge"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(false),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Run a command on an edge", false, true, false, true),
 		mcp.WithInputSchema[RunInput](),
 		mcp.WithOutputSchema[RunOutput](),
 	)

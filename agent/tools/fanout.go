@@ -63,11 +63,7 @@ func runOnEdgesTool() mcp.Tool {
 			"a few at a time, and return each edge's exit code, stdout, stderr and error. "+
 			"An edge that is offline, slow or failing gets its own error entry and never hides the others. "+
 			"Labels are the ones bound at the gateway (labels in get_status). For one edge use run_command."),
-		mcp.WithTitleAnnotation("Run a command on many edges"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(false),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Run a command on many edges", false, true, false, true),
 		mcp.WithInputSchema[FanoutInput](),
 		mcp.WithOutputSchema[FanoutOutput](),
 	)

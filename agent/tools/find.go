@@ -76,11 +76,7 @@ func findEdgesTool() mcp.Tool {
 			"Reads the inventory the gateway keeps (refreshed every few minutes; collected_at tells its age), so it is cheap: "+
 			"use it instead of calling get_device_info on every edge. Then use get_device_info on the chosen edge for details, "+
 			"or get_status for connection details."),
-		mcp.WithTitleAnnotation("Find edges for a task"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Find edges for a task", true, false, true, false),
 		mcp.WithInputSchema[FindEdgesInput](),
 		mcp.WithOutputSchema[FindEdgesOutput](),
 	)

@@ -23,11 +23,7 @@ func deviceInfoTool() mcp.Tool {
 			"GPU, pending package updates and the edge's gateway-bound labels. Served from the copy the gateway keeps (collected_at tells its age); "+
 			"refresh: true asks the edge to collect everything anew, slow probes included (takes seconds). "+
 			"Use it before run_command to choose the right commands for the device; to choose among edges use find_edges, for the list of edges get_status."),
-		mcp.WithTitleAnnotation("Edge device information"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Edge device information", true, false, true, true),
 		mcp.WithInputSchema[DeviceInfoInput](),
 		mcp.WithOutputSchema[protocol.DeviceInfo](),
 	)

@@ -67,11 +67,7 @@ func startCommandTool() mcp.Tool {
 			"Use it for anything that may take longer than a minute (package upgrades, builds, backups): the job keeps running and its output is kept on the edge "+
 			"even if the connection drops, the gateway restarts or the edge service restarts. Poll get_command with since=next_since until status is not running. "+
 			"Takes run_command's arguments; timeout_seconds defaults to the gateway's EXEC_TIMEOUT_MAX. For short commands run_command is simpler."),
-		mcp.WithTitleAnnotation("Start a background job on an edge"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(false),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Start a background job on an edge", false, true, false, true),
 		mcp.WithInputSchema[RunInput](),
 		mcp.WithOutputSchema[JobOutput](),
 	)
@@ -81,11 +77,7 @@ func getCommandTool() mcp.Tool {
 	return mcp.NewTool("get_command",
 		mcp.WithDescription("Read a background job's status, exit code and output. Pass since=next_since from the previous call to get only new output, "+
 			"so a long build can be followed without re-reading it. Status running means poll again later (a few seconds apart)."),
-		mcp.WithTitleAnnotation("Read a background job"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Read a background job", true, false, true, false),
 		mcp.WithInputSchema[GetCommandInput](),
 		mcp.WithOutputSchema[JobOutput](),
 	)
@@ -95,11 +87,7 @@ func cancelCommandTool() mcp.Tool {
 	return mcp.NewTool("cancel_command",
 		mcp.WithDescription("Stop a running background job: its whole process group is killed (SIGKILL) and its status becomes killed. "+
 			"A finished job is left as it is. Its output stays readable with get_command."),
-		mcp.WithTitleAnnotation("Cancel a background job"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Cancel a background job", false, true, true, false),
 		mcp.WithInputSchema[JobRefInput](),
 		mcp.WithOutputSchema[JobOutput](),
 	)
@@ -109,11 +97,7 @@ func listCommandsTool() mcp.Tool {
 	return mcp.NewTool("list_commands",
 		mcp.WithDescription("List the background jobs an edge keeps (running ones, and finished ones within its retention), newest first, "+
 			"with status and exit code. Use it to find a job_id again; read output with get_command."),
-		mcp.WithTitleAnnotation("List background jobs on an edge"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("List background jobs on an edge", true, false, true, false),
 		mcp.WithInputSchema[ListCommandsInput](),
 		mcp.WithOutputSchema[ListCommandsOutput](),
 	)

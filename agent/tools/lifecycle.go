@@ -66,11 +66,7 @@ func revokeTool() mcp.Tool {
 	return mcp.NewTool("revoke_edge_key",
 		mcp.WithDescription("Remove an edge's key from the gateway's authorized keys and drop its live connection at once; the device can no longer connect. "+
 			"Use it for a lost, retired or compromised device. Needs the provisioning token. To look at edges first use get_status; to admit a key use register_edge_key or approve_edge."),
-		mcp.WithTitleAnnotation("Revoke an edge key"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Revoke an edge key", false, true, true, false),
 		mcp.WithInputSchema[RevokeInput](),
 		mcp.WithOutputSchema[RevokeOutput](),
 	)
@@ -126,11 +122,7 @@ func pendingTool() mcp.Tool {
 	return mcp.NewTool("list_pending_edges",
 		mcp.WithDescription("List devices whose key is not authorized but that tried to connect (they proved they hold their private key). "+
 			"Nothing here is trusted: confirm with the operator which fingerprint is the expected device, then admit it with approve_edge. Needs the provisioning token."),
-		mcp.WithTitleAnnotation("List pending edges"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("List pending edges", true, false, true, false),
 		mcp.WithInputSchema[PendingInput](),
 		mcp.WithOutputSchema[PendingOutput](),
 	)
@@ -164,11 +156,7 @@ func approveTool() mcp.Tool {
 	return mcp.NewTool("approve_edge",
 		mcp.WithDescription("Admit a pending device (from list_pending_edges) by its key fingerprint, binding a name and trusted labels; it connects on its next retry. "+
 			"Approve only a fingerprint the operator confirmed. Needs the provisioning token. For a device you have the public key of, register_edge_key fits better."),
-		mcp.WithTitleAnnotation("Approve a pending edge"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Approve a pending edge", false, false, true, false),
 		mcp.WithInputSchema[ApproveInput](),
 		mcp.WithOutputSchema[RegisterKeyOutput](),
 	)
@@ -219,11 +207,7 @@ func enrollTool() mcp.Tool {
 		mcp.WithDescription("Create a one-time enrolment string for a new device: running `mcp-ssh-edge enroll <string>` on it configures the edge, pins this gateway's host key, "+
 			"and binds the name and labels to the device's own key (its private key never leaves it). The string works once and expires. Needs the provisioning token. "+
 			"When you already have the device's public key, register_edge_key is simpler."),
-		mcp.WithTitleAnnotation("Create an enrolment string"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(false),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Create an enrolment string", false, false, false, false),
 		mcp.WithInputSchema[EnrollInput](),
 		mcp.WithOutputSchema[EnrollOutput](),
 	)

@@ -151,6 +151,22 @@ type handlers struct {
 	release memory.Releaser // after big content uploads
 }
 
+// hints sets a tool's title and its four annotation hints, in the order of SPEC §4.2's
+// table: read-only, destructive, idempotent, open-world.
+func hints(title string, readOnly, destructive, idempotent, openWorld bool) mcp.ToolOption {
+	return func(t *mcp.Tool) {
+		for _, o := range []mcp.ToolOption{
+			mcp.WithTitleAnnotation(title),
+			mcp.WithReadOnlyHintAnnotation(readOnly),
+			mcp.WithDestructiveHintAnnotation(destructive),
+			mcp.WithIdempotentHintAnnotation(idempotent),
+			mcp.WithOpenWorldHintAnnotation(openWorld),
+		} {
+			o(t)
+		}
+	}
+}
+
 // typed adapts a handler taking decoded arguments to mcp-go's handler type. Arguments that do
 // not decode are an isError result, never a JSON-RPC error.
 func typed[In any](fn func(ctx context.Context, req mcp.CallToolRequest, in In) *mcp.CallToolResult) server.ToolHandlerFunc {

@@ -85,11 +85,7 @@ func statusTool() mcp.Tool {
 		mcp.WithDescription("List the gateway and its edges: names, labels, whether each is connected, versions, OS/arch, load in flight. "+
 			"Call this first to pick an edge by name for run_command, upload_file or get_device_info. "+
 			"Paginated: pass next_cursor back as cursor while it is non-empty. For one edge's hardware and OS details use get_device_info."),
-		mcp.WithTitleAnnotation("Gateway and edge status"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Gateway and edge status", true, false, true, false),
 		mcp.WithInputSchema[StatusInput](),
 		mcp.WithOutputSchema[StatusOutput](),
 	)
@@ -99,11 +95,7 @@ func pubkeyTool() mcp.Tool {
 	return mcp.NewTool("get_agent_pubkey",
 		mcp.WithDescription("Get the gateway's SSH host public key and the EDGE_GATEWAY / EDGE_GATEWAY_HOST_KEY lines a new edge device needs in its configuration. "+
 			"Use when setting up a device; to authorize the device's own key use register_edge_key."),
-		mcp.WithTitleAnnotation("Gateway public key and edge configuration"),
-		mcp.WithReadOnlyHintAnnotation(true),
-		mcp.WithDestructiveHintAnnotation(false),
-		mcp.WithIdempotentHintAnnotation(true),
-		mcp.WithOpenWorldHintAnnotation(false),
+		hints("Gateway public key and edge configuration", true, false, true, false),
 		mcp.WithInputSchema[NoInput](),
 		mcp.WithOutputSchema[PubkeyOutput](),
 	)

@@ -47,11 +47,7 @@ func uploadTool() mcp.Tool {
 		mcp.WithDescription("Write a file on an edge device atomically (the old file or the new one, never a partial file), verified by size and SHA-256. "+
 			"Use it instead of echo/cat through run_command. Text goes as is; binary content as base64 with encoding base64. "+
 			"Fails if the file exists unless overwrite is true, and if the directory is missing unless create_dirs is true."),
-		mcp.WithTitleAnnotation("Upload a file to an edge"),
-		mcp.WithReadOnlyHintAnnotation(false),
-		mcp.WithDestructiveHintAnnotation(true),
-		mcp.WithIdempotentHintAnnotation(false),
-		mcp.WithOpenWorldHintAnnotation(true),
+		hints("Upload a file to an edge", false, true, false, true),
 		mcp.WithInputSchema[UploadInput](),
 		mcp.WithOutputSchema[UploadOutput](),
 	)

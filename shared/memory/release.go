@@ -19,13 +19,20 @@ const releaseDelay = time.Second
 
 // Releaser runs debug.FreeOSMemory once, a second after Soon, however often Soon is called
 // meanwhile. The zero value is ready to use.
-type Releaser struct{ pending atomic.Bool }
+type Releaser struct {
+	pending atomic.Bool
+	free    func() // debug.FreeOSMemory when nil; a counter in tests
+}
 
 // Soon schedules a release unless one is already pending.
 func (r *Releaser) Soon() {
 	if r.pending.CompareAndSwap(false, true) {
 		time.AfterFunc(releaseDelay, func() {
 			r.pending.Store(false)
+			if r.free != nil {
+				r.free()
+				return
+			}
 			debug.FreeOSMemory()
 		})
 	}
