@@ -100,3 +100,11 @@ func TestRunCommands(t *testing.T) {
 		t.Fatalf("unknown command: rc=%d", rc)
 	}
 }
+
+func TestGuestProcs(t *testing.T) {
+	for _, c := range []struct{ cpus, want int }{{1, 1}, {2, 1}, {3, 1}, {4, 2}, {8, 4}, {64, 32}} {
+		if got := guestProcs(c.cpus); got != c.want {
+			t.Errorf("guestProcs(%d) = %d, want %d", c.cpus, got, c.want)
+		}
+	}
+}

@@ -23,7 +23,20 @@ import (
 var version = "dev"
 
 func main() {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(guestProcs(runtime.NumCPU()))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// guestProcs is how many processors the edge runs Go code on at once (GOMAXPROCS) on a device
+// with n: half, at least one. The device has its own work and the edge is its guest; the
+// commands it starts are separate processes and are not limited by this. Fewer processors
+// also mean fewer thread wake-ups between x/crypto/ssh's and yamux's goroutines: on two cores
+// shared with the gateway, one made uploads faster and cheaper per byte and run_command
+// quicker than two (docs/BENCHMARKS.md). GOMAXPROCS, when set, wins.
+func guestProcs(n int) int {
+	return max(1, n/2)
 }
 
 // run is main without the process exit: 0 ok, 1 runtime failure, 2 bad settings or usage.

@@ -40,6 +40,9 @@ func runCost(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	if *n < 1 || *n > scale.MaxEdges {
 		return fmt.Errorf("-edges must be 1-%d", scale.MaxEdges)
 	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 1 // every allocation, so the per-edge figures are exact
+	}
 	if _, err := scale.RaiseFDLimit(); err != nil {
 		return err
 	}

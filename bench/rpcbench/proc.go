@@ -134,3 +134,34 @@ func loginShell(uid int) string {
 	}
 	return "/bin/sh"
 }
+
+// machineBusy is the CPU time all processors have spent not idle since boot (user, nice,
+// system, irq, softirq, steal: the first line of /proc/stat), so that a phase's CPU cost
+// includes every process it involved, sshd's children and the kernel included.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read machine CPU time: %w", err)
+	}
+	return parseMachineBusy(b)
+}
+
+// parseMachineBusy reads the busy ticks of the "cpu" line of a /proc/stat text.
+func parseMachineBusy(stat []byte) (time.Duration, error) {
+	line := firstLine(string(stat))
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+		}
+		if i != 3 && i != 4 { // idle, iowait
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 )
 
 // target is the goal for MCP run_command p50 over multiplexed OpenSSH p50.
@@ -63,6 +64,11 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 			len(t.scp), median(t.scp), slices.Max(t.scp))
 		ratio := median(t.mcp) / median(t.scp)
 		p("\n**source_path median / scp+sync median = %.2f** (target ≥ 1: %s)\n", ratio, metIf(ratio >= 1))
+		perGiB := func(d time.Duration, runs int) float64 {
+			return d.Seconds() / float64(runs) / (float64(t.bytes) / (1 << 30))
+		}
+		p("\nCPU time of the whole machine (/proc/stat, every process and the kernel) per GiB moved: "+
+			"source_path %.2f s, scp + sync %.2f s.\n", perGiB(t.mcpCPU, len(t.mcp)), perGiB(t.scpCPU, len(t.scp)))
 	}
 	if t.bigBytes > 0 {
 		grow := t.bigPeak - t.bigBefore

@@ -108,3 +108,27 @@ func TestParseStatCPU(t *testing.T) {
 		})
 	}
 }
+
+func TestParseMachineBusy(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		// user nice system idle iowait irq softirq steal: busy = 100+1+50+2+3+4 = 160 ticks
+		{"normal", "cpu  100 1 50 9000 70 2 3 4 0 0\ncpu0 50 0 25 4500 35 1 1 2 0 0\n", 1600 * time.Millisecond, false},
+		{"per-cpu line first", "cpu0 1 2 3 4 5 6 7 8\n", 0, true},
+		{"short", "cpu 1 2 3\n", 0, true},
+		{"garbage", "cpu 1 2 x 4 5 6 7 8\n", 0, true},
+		{"empty", "", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseMachineBusy([]byte(tt.in))
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Fatalf("parseMachineBusy = %v, %v; want %v, err %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

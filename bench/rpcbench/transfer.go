@@ -23,12 +23,14 @@ const rssSampleEvery = 20 * time.Millisecond
 // transferReport is what the file-path rows measured (upload_file with source_path).
 type transferReport struct {
 	bytes      int64
-	mcp        []float64 // MiB/s per source_path upload
-	scp        []float64 // MiB/s per scp + sync of the same file
-	bigBytes   int64     // size of the large upload, 0 when skipped
-	bigRate    float64   // its MiB/s
-	bigBefore  int64     // gateway VmRSS just before it
-	bigPeak    int64     // highest gateway VmRSS sampled during it
+	mcp        []float64     // MiB/s per source_path upload
+	scp        []float64     // MiB/s per scp + sync of the same file
+	mcpCPU     time.Duration // machine-wide busy CPU time of all the source_path uploads
+	scpCPU     time.Duration // the same for all the scp + sync runs
+	bigBytes   int64         // size of the large upload, 0 when skipped
+	bigRate    float64       // its MiB/s
+	bigBefore  int64         // gateway VmRSS just before it
+	bigPeak    int64         // highest gateway VmRSS sampled during it
 	bigSamples int
 }
 
@@ -53,6 +55,10 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 		"overwrite":   true,
 	}
 	slog.Info("measuring upload_file with source_path", "mib", o.transferMiB, "runs", o.uploadRuns)
+	busy0, err := machineBusy()
+	if err != nil {
+		return err
+	}
 	for i := range o.uploadRuns {
 		rate, err := sourcePathUpload(ctx, gw, args, t.bytes, sum)
 		if err != nil {
@@ -60,6 +66,11 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 		}
 		t.mcp = append(t.mcp, rate)
 	}
+	busy1, err := machineBusy()
+	if err != nil {
+		return err
+	}
+	t.mcpCPU = busy1 - busy0
 	os.Remove(filepath.Join(fleet.UploadDir, name))
 
 	if srv != nil {
@@ -79,6 +90,11 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 			}
 			t.scp = append(t.scp, mibPerSec(t.bytes, d))
 		}
+		busy2, err := machineBusy()
+		if err != nil {
+			return err
+		}
+		t.scpCPU = busy2 - busy1
 		os.Remove(dst)
 	}
 	os.Remove(src)
