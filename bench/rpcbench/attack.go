@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -27,6 +28,7 @@ const attackChild = "attack-child"
 // attackReport is what the attack row measured.
 type attackReport struct {
 	attackers int
+	quiet     summary // run_command ["true"] with the attacking process stopped (SIGSTOP)
 	loaded    summary // run_command ["true"] while the attack runs
 	rssBefore int64   // gateway VmRSS before the attack
 	rssPeak   int64   // highest gateway VmRSS sampled during it
@@ -95,11 +97,10 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 	if !lines.Scan() || lines.Text() != "attacking" {
 		return fmt.Errorf("attack: the attacking process did not start (%v)", lines.Err())
 	}
-	slog.Info("measuring run_command under attack", "attackers", o.attackers, "n", o.n)
+	slog.Info("measuring run_command under attack, in blocks alternating with the attack stopped", "attackers", o.attackers, "n", o.attackN)
 	stopSampling := sampleRSS(r.gatewayPID)
-	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
-	a.loaded, err = timeLoop(ctx, "run_command under attack", 0, o.n, func(ctx context.Context) error {
-		res, err := gw.Call(ctx, "run_command", args)
+	a.quiet, a.loaded, err = alternate(ctx, cmd.Process, o.attackN, func(ctx context.Context) error {
+		res, err := gw.Call(ctx, "run_command", map[string]any{"edge": edgeName, "argv": []string{"true"}})
 		if err == nil && res.IsError {
 			err = fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
 		}
@@ -111,6 +112,37 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 		a.rounds, _ = strconv.Atoi(lines.Text())
 	}
 	return err
+}
+
+// attackBlocks is how many blocks of calls alternate between the attack stopped and running.
+const attackBlocks = 10
+
+// alternate times n calls of f with the attacking process stopped (SIGSTOP: its connections
+// stay open, it sends nothing) and n with it running, in attackBlocks alternating blocks, so
+// that the shared machine's own slow and fast spells fall on both alike. The attacker is left
+// running.
+func alternate(ctx context.Context, attacker *os.Process, n int, f func(context.Context) error) (quiet, loaded summary, err error) {
+	var q, l []time.Duration
+	per := n / attackBlocks
+	for b := range attackBlocks {
+		if b == attackBlocks-1 {
+			per = n - len(l)
+		}
+		if err := attacker.Signal(syscall.SIGSTOP); err != nil {
+			return quiet, loaded, fmt.Errorf("attack: stop the attacking process: %w", err)
+		}
+		s, err := timeCalls(ctx, "run_command, attack stopped", 0, per, f)
+		attacker.Signal(syscall.SIGCONT)
+		if err != nil {
+			return quiet, loaded, err
+		}
+		q = append(q, s...)
+		if s, err = timeCalls(ctx, "run_command under attack", 0, per, f); err != nil {
+			return quiet, loaded, err
+		}
+		l = append(l, s...)
+	}
+	return summarize(q), summarize(l), nil
 }
 
 // runAttackChild is the attacking process: n authorized attackers, each cycling through the

@@ -10,7 +10,7 @@
 // Usage (what `make bench` runs, after `make build`):
 //
 //	go run ./bench/rpcbench [-n 200] [-warmup 20] [-upload-mib 32] [-upload-runs 3]
-//	    [-transfer-mib 256] [-big-mib 1024] [-attackers 100] [-timeout 10m]
+//	    [-transfer-mib 256] [-big-mib 1024] [-attackers 100] [-attack-n 1000] [-timeout 10m]
 //
 // The binary paths default to $GATEWAY_BIN and $EDGE_BIN, else to $BIN_DIR (or bin/) joined
 // with the binary's name. The OpenSSH rows need /usr/sbin/sshd (Debian: openssh-server) and
@@ -44,6 +44,7 @@ type options struct {
 	transferMiB int // upload_file with source_path
 	bigMiB      int // one large source_path upload under memory sampling; 0 skips it
 	attackers   int // authorized but hostile edges attacking during the attack row; 0 skips it
+	attackN     int // timed calls in the attack row, attack running and stopped alike
 	idle        time.Duration
 	timeout     time.Duration
 }
@@ -102,6 +103,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.transferMiB, "transfer-mib", 256, "size in MiB of the file uploaded with source_path (and scp)")
 	fs.IntVar(&o.bigMiB, "big-mib", 1024, "size in MiB of the upload during which the gateway's memory is sampled; 0 skips it")
 	fs.IntVar(&o.attackers, "attackers", 100, "hostile authorized edges during the attack row (a niced child process); 0 skips it")
+	fs.IntVar(&o.attackN, "attack-n", 1000, "timed calls of the attack row with the attack running, and as many with it stopped, in alternating blocks")
 	fs.DurationVar(&o.idle, "idle", 2*time.Second, "how long the fleet idles before its memory is read")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +125,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-big-mib %d: want 0..%d", o.bigMiB, maxBigMiB)
 	case o.attackers < 0 || o.attackers > maxAttackers:
 		return o, fmt.Errorf("-attackers %d: want 0..%d", o.attackers, maxAttackers)
+	case o.attackN < attackBlocks || o.attackN > maxN:
+		return o, fmt.Errorf("-attack-n %d: want %d..%d", o.attackN, attackBlocks, maxN)
 	case o.uploadRuns < 1 || o.uploadRuns > maxUploadRuns:
 		return o, fmt.Errorf("-upload-runs %d: want 1..%d", o.uploadRuns, maxUploadRuns)
 	case o.idle < 0 || o.idle > time.Minute:

@@ -212,22 +212,31 @@ func checkTrue(ctx context.Context, gw *localfleet.Gateway, args map[string]any)
 
 // timeLoop calls f warmup times untimed, then n times timed, sequentially, within rowBudget.
 func timeLoop(ctx context.Context, name string, warmup, n int, f func(context.Context) error) (summary, error) {
+	samples, err := timeCalls(ctx, name, warmup, n, f)
+	if err != nil {
+		return summary{}, err
+	}
+	return summarize(samples), nil
+}
+
+// timeCalls is timeLoop returning the samples.
+func timeCalls(ctx context.Context, name string, warmup, n int, f func(context.Context) error) ([]time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, rowBudget)
 	defer cancel()
 	samples := make([]time.Duration, 0, n)
 	for i := range warmup + n {
 		if err := ctx.Err(); err != nil {
-			return summary{}, fmt.Errorf("%s: stopped after %d of %d calls: %w", name, i, warmup+n, err)
+			return nil, fmt.Errorf("%s: stopped after %d of %d calls: %w", name, i, warmup+n, err)
 		}
 		t0 := time.Now()
 		if err := f(ctx); err != nil {
-			return summary{}, fmt.Errorf("%s: call %d: %w", name, i+1, err)
+			return nil, fmt.Errorf("%s: call %d: %w", name, i+1, err)
 		}
 		if i >= warmup {
 			samples = append(samples, time.Since(t0))
 		}
 	}
-	return summarize(samples), nil
+	return samples, nil
 }
 
 // measureUploads writes one random file and uploads it uploadRuns times through MCP and, if
