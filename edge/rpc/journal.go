@@ -23,6 +23,7 @@ import (
 //	stdin      the job's standard input; removed once started
 //	meta.json  what was asked (argv or command, run_as, start time): no env, no stdin
 //	lock       flock'ed by the job's supervisor for as long as it lives
+//	scope      the job's systemd scope unit, or why it has none (only where systemd runs)
 //	pid        the process group the supervisor started
 //	output     stdout and stderr as produced, up to JobOutputMax bytes
 //	truncated  present once output beyond that bound was dropped
@@ -37,6 +38,7 @@ const (
 	jobStdinFile  = "stdin"
 	jobMetaFile   = "meta.json"
 	jobLockFile   = "lock"
+	jobScopeFile  = "scope"
 	jobPidFile    = "pid"
 	jobOutputFile = "output"
 	jobTruncFile  = "truncated"

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +31,11 @@ const statusFD = 3
 //
 // The edge starts RunJob(DIR); that first stage starts the second stage in a new session
 // and exits at once, so the edge reaps it immediately and the supervisor is nobody's child.
-// The second stage holds the journal's lock for its whole life, starts the process in its
-// own process group with stdout and stderr on one pipe, copies that pipe into the bounded
-// output file, enforces the timeout, and finally writes exit.json atomically. It returns
-// the exit status for os.Exit.
+// The second stage holds the journal's lock for its whole life, moves itself into a systemd
+// scope of its own where systemd runs (enterScope), starts the process in its own process
+// group with stdout and stderr on one pipe, copies that pipe into the bounded output file,
+// enforces the timeout, and finally writes exit.json atomically. It returns the exit status
+// for os.Exit.
 func RunJob(self []string, args []string) int {
 	// Inherited descriptors are not close-on-exec: without this the job's process would
 	// hold the status pipe open and the edge would wait for the job instead of its start.
@@ -95,6 +97,9 @@ func supervise(dir string, status *os.File) int {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fail("job lock: another supervisor holds it: %v", err)
 	}
+	// Before the job starts, so that it and everything it starts are in the scope too.
+	unit, err := enterScope(context.Background(), systemdRunDir, filepath.Base(dir), os.Getpid())
+	recordScope(dir, unit, err)
 	var spec jobSpec
 	specPath := filepath.Join(dir, jobSpecFile)
 	if err := readJSONFile(specPath, &spec); err != nil {
