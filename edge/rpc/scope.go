@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,12 +12,15 @@ import (
 	"time"
 )
 
-const (
-	// systemdRunDir exists when systemd is the init system (sd_booted(3) checks the same).
-	systemdRunDir = "/run/systemd/system"
-	// scopeWait bounds the D-Bus call that creates a job's scope.
-	scopeWait = 5 * time.Second
-)
+// scopeWait bounds creating a job's scope: the D-Bus call and the move that follows it.
+const scopeWait = 5 * time.Second
+
+// scopeHost is where enterScope looks: the directory that exists when systemd is the init
+// system (sd_booted(3) checks the same) and the proc file system. Tests point them elsewhere.
+type scopeHost struct{ runDir, procDir string }
+
+// systemHost is the real one.
+func systemHost() scopeHost { return scopeHost{runDir: "/run/systemd/system", procDir: "/proc"} }
 
 // enterScope moves process pid (the job's supervisor, before it starts the job) into a new
 // transient systemd scope unit of its own, mcp-ssh-edge-job-ID.scope, when systemd runs
@@ -25,8 +29,9 @@ const (
 // it separately (`systemctl status mcp-ssh-edge-job-ID.scope`). It calls systemd's
 // StartTransientUnit with busctl, which ships with systemd. It returns the unit name, "" when
 // systemd does not run, or an error: the job then runs in the edge's cgroup as before.
-func enterScope(ctx context.Context, runDir, id string, pid int) (string, error) {
-	if st, err := os.Stat(runDir); err != nil || !st.IsDir() {
+// StartTransientUnit only queues the move, so it waits until pid's cgroup is the scope.
+func enterScope(ctx context.Context, h scopeHost, id string, pid int) (string, error) {
+	if st, err := os.Stat(h.runDir); err != nil || !st.IsDir() {
 		return "", nil
 	}
 	busctl, err := exec.LookPath("busctl")
@@ -40,7 +45,17 @@ func enterScope(ctx context.Context, runDir, id string, pid int) (string, error)
 	if err != nil {
 		return "", fmt.Errorf("create systemd scope %s: %v: %s", unit, err, strings.TrimSpace(string(out)))
 	}
-	return unit, nil
+	cgroup := filepath.Join(h.procDir, strconv.Itoa(pid), "cgroup")
+	for {
+		if b, err := os.ReadFile(cgroup); err == nil && bytes.Contains(b, []byte("/"+unit+"\n")) {
+			return unit, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("systemd scope %s created, but process %d was not moved into it in time", unit, pid)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // scopeArgs are busctl's arguments for StartTransientUnit(unit, "fail", properties, no aux

@@ -8,15 +8,21 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeBusctl puts a busctl on PATH that records its arguments, one per line, in the returned
-// file, and exits with code (printing msg to stderr).
-func fakeBusctl(t *testing.T, code int, msg string) string {
+// file and exits with code, printing msg to stderr. With move set it also does what systemd
+// does: it writes the scope (its 8th argument) into cgroupFile.
+func fakeBusctl(t *testing.T, code int, msg string, move bool, cgroupFile string) string {
 	t.Helper()
 	bin := t.TempDir()
 	log := filepath.Join(t.TempDir(), "args")
-	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + log + "\necho '" + msg + "' >&2\nexit " + strconv.Itoa(code) + "\n"
+	script := "#!/bin/sh\nprintf '%s\\n' \"$@\" > " + log + "\n"
+	if move {
+		script += "echo \"0::/system.slice/$8\" > " + cgroupFile + "\n"
+	}
+	script += "echo '" + msg + "' >&2\nexit " + strconv.Itoa(code) + "\n"
 	if err := os.WriteFile(filepath.Join(bin, "busctl"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -25,36 +31,48 @@ func fakeBusctl(t *testing.T, code int, msg string) string {
 }
 
 func TestEnterScope(t *testing.T) {
-	const id = "0123456789abcdef"
+	const id, pid = "0123456789abcdef", 4242
 	const unit = "mcp-ssh-edge-job-" + id + ".scope"
 	tests := []struct {
 		name     string
 		systemd  bool // the systemd runtime directory exists
 		busctl   int  // -1: no busctl on PATH; else its exit code
+		move     bool // busctl moves the process, as systemd does
 		wantUnit string
 		wantErr  string // substring; "" for no error
 		called   bool
 	}{
-		{name: "no systemd: nothing to do", systemd: false, busctl: 0, called: false},
-		{name: "systemd: the scope is created", systemd: true, busctl: 0, wantUnit: unit, called: true},
+		{name: "no systemd: nothing to do", busctl: 0},
+		{name: "systemd: the scope is created and the process moved", systemd: true, busctl: 0, move: true, wantUnit: unit, called: true},
 		{name: "systemd refuses: the job runs without a scope", systemd: true, busctl: 1, wantErr: "Access denied", called: true},
+		{name: "systemd never moves the process", systemd: true, busctl: 0, wantErr: "was not moved", called: true},
 		{name: "systemd without busctl", systemd: true, busctl: -1, wantErr: "busctl is not on PATH"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			runDir := filepath.Join(t.TempDir(), "systemd")
+			root := t.TempDir()
+			h := scopeHost{runDir: filepath.Join(root, "systemd"), procDir: filepath.Join(root, "proc")}
+			cgroup := filepath.Join(h.procDir, strconv.Itoa(pid), "cgroup")
+			if err := os.MkdirAll(filepath.Dir(cgroup), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(cgroup, []byte("0::/system.slice/mcp-ssh-edge.service\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
 			if tt.systemd {
-				if err := os.Mkdir(runDir, 0o755); err != nil {
+				if err := os.Mkdir(h.runDir, 0o755); err != nil {
 					t.Fatal(err)
 				}
 			}
 			log := ""
 			if tt.busctl >= 0 {
-				log = fakeBusctl(t, tt.busctl, "Access denied")
+				log = fakeBusctl(t, tt.busctl, "Access denied", tt.move, cgroup)
 			} else {
 				t.Setenv("PATH", t.TempDir())
 			}
-			got, err := enterScope(context.Background(), runDir, id, 4242)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			got, err := enterScope(ctx, h, id, pid)
 			if got != tt.wantUnit {
 				t.Errorf("unit = %q, want %q", got, tt.wantUnit)
 			}
@@ -69,7 +87,7 @@ func TestEnterScope(t *testing.T) {
 				return
 			}
 			args := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
-			if want := scopeArgs(unit, id, 4242); !slices.Equal(args, want) {
+			if want := scopeArgs(unit, id, pid); !slices.Equal(args, want) {
 				t.Errorf("busctl args:\n got %q\nwant %q", args, want)
 			}
 		})

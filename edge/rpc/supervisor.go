@@ -98,7 +98,7 @@ func supervise(dir string, status *os.File) int {
 		return fail("job lock: another supervisor holds it: %v", err)
 	}
 	// Before the job starts, so that it and everything it starts are in the scope too.
-	unit, err := enterScope(context.Background(), systemdRunDir, filepath.Base(dir), os.Getpid())
+	unit, err := enterScope(context.Background(), systemHost(), filepath.Base(dir), os.Getpid())
 	recordScope(dir, unit, err)
 	var spec jobSpec
 	specPath := filepath.Join(dir, jobSpecFile)
