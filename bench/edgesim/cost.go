@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -16,13 +17,17 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/bench/scale"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
 // runCost runs the gateway package in this process (the same code as the binary) with the
@@ -34,6 +39,7 @@ func runCost(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	sources := fs.Int("sources", 8, "loopback source addresses (127.0.0.2 …)")
 	settle := fs.Duration("settle", 5*time.Second, "idle time before measuring")
 	memProfile := fs.String("memprofile", "", "write a heap profile (in-use bytes by allocation site) to this file")
+	bare := fs.Bool("bare", false, "serve the edges with the libraries alone, not the gateway: the floor they set (see bareServer)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -64,20 +70,31 @@ func runCost(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	if err != nil {
 		return err
 	}
-	g, err := gateway.New(gateway.Config{HostKey: host, Bind: "127.0.0.1:0", AuthorizedKeysFile: authFile,
-		KeepaliveInterval: 15 * time.Second})
-	if err != nil {
-		return err
-	}
-	addr, err := g.Listen()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx) }()
-	defer func() { cancel(); <-served }()
+	var addr net.Addr
+	var count func() int // edges connected
+	if *bare {
+		b, err := newBareServer(host)
+		if err != nil {
+			return err
+		}
+		defer b.close()
+		addr, count = b.ln.Addr(), func() int { return int(b.ready.Load()) }
+	} else {
+		g, err := gateway.New(gateway.Config{HostKey: host, Bind: "127.0.0.1:0", AuthorizedKeysFile: authFile,
+			KeepaliveInterval: 15 * time.Second})
+		if err != nil {
+			return err
+		}
+		if addr, err = g.Listen(); err != nil {
+			return err
+		}
+		served := make(chan error, 1)
+		go func() { served <- g.Serve(ctx) }()
+		defer func() { cancel(); <-served }()
+		count = func() int { return len(g.Edges(true)) }
+	}
 
 	time.Sleep(500 * time.Millisecond)
 	before := measure()
@@ -88,9 +105,9 @@ func runCost(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 	}
 	defer stop()
 	start := time.Now()
-	for len(g.Edges(true)) < *n {
+	for count() < *n {
 		if time.Since(start) > 5*time.Minute {
-			return fmt.Errorf("only %d of %d edges connected", len(g.Edges(true)), *n)
+			return fmt.Errorf("only %d of %d edges connected", count(), *n)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -103,7 +120,11 @@ func runCost(ctx context.Context, args []string, out io.Writer, log *slog.Logger
 		}
 	}
 	per := func(a, b int64) string { return fmtBytes((b - a) / int64(*n)) }
-	fmt.Fprintf(out, "# edgesim cost: gateway package in-process, %d idle edges (connected in %v)\n", *n, connected.Round(time.Millisecond))
+	what := "gateway package"
+	if *bare {
+		what = "libraries alone (-bare)"
+	}
+	fmt.Fprintf(out, "# edgesim cost: %s in-process, %d idle edges (connected in %v)\n", what, *n, connected.Round(time.Millisecond))
 	report(out, "goroutines per edge", fmt.Sprintf("%.2f", float64(after.goroutines-before.goroutines)/float64(*n)), "")
 	report(out, "heap in use per edge (after GC)", per(before.heap, after.heap), "")
 	report(out, "goroutine stacks per edge", per(before.stack, after.stack), "")
@@ -172,4 +193,89 @@ func writeHeapProfile(path string) error {
 		return fmt.Errorf("heap profile: %w", err)
 	}
 	return nil
+}
+
+// bareServer serves edges with the libraries alone, the least any gateway built on them
+// holds per idle edge: an x/crypto/ssh server connection (any key), the tunnel channel
+// accepted, a yamux session over it (the gateway's configuration), and one goroutine that
+// serves the connection's requests and channels, as the gateway's supervisor does. It opens
+// no stream, pulls no inventory and keeps no registry.
+type bareServer struct {
+	ln    net.Listener
+	ready atomic.Int64 // tunnels up
+	wg    sync.WaitGroup
+}
+
+func newBareServer(host ssh.Signer) (*bareServer, error) {
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil }}
+	cfg.AddHostKey(host)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &bareServer{ln: ln}
+	ycfg := protocol.YamuxConfig(slog.New(slog.DiscardHandler))
+	ycfg.AcceptBacklog = 1
+	b.wg.Go(func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.wg.Go(func() { b.serve(nc, cfg, ycfg) })
+		}
+	})
+	return b, nil
+}
+
+func (b *bareServer) serve(nc net.Conn, cfg *ssh.ServerConfig, ycfg *yamux.Config) {
+	defer nc.Close()
+	sc, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+	if err != nil {
+		return
+	}
+	defer sc.Close()
+	nch, ok := <-chans
+	if !ok {
+		return
+	}
+	ch, chReqs, err := nch.Accept()
+	if err != nil {
+		return
+	}
+	sess, err := yamux.Client(ch, ycfg)
+	if err != nil {
+		return
+	}
+	defer sess.Close()
+	b.ready.Add(1)
+	defer b.ready.Add(-1)
+	for reqs != nil || chReqs != nil || chans != nil {
+		select {
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+			} else if r.WantReply {
+				r.Reply(false, nil)
+			}
+		case r, ok := <-chReqs:
+			if !ok {
+				chReqs = nil
+			} else if r.WantReply {
+				r.Reply(false, nil)
+			}
+		case c, ok := <-chans:
+			if !ok {
+				chans = nil
+			} else {
+				c.Reject(ssh.Prohibited, "one tunnel")
+			}
+		}
+	}
+}
+
+func (b *bareServer) close() {
+	b.ln.Close()
+	// The edges' child process is stopped first (deferred after this), which ends every
+	// connection; do not wait here for connections the children still hold.
 }
