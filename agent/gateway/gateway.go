@@ -25,9 +25,11 @@ const (
 	defaultHandshakeTimeout = 10 * time.Second
 	// defaultAdmissionWait lets a reconnect storm queue for handshake slots instead of being
 	// dropped into the edges' backoff (up to EDGE_BACKOFF_MAX): 10,000 edges back after a
-	// restart in 14.1 s with 5 s, 36–38 s with 1 s (docs/BENCHMARKS-SCALE.md). The price: a
-	// flood of bare TCP connections holds five times as many sockets at once as with 1 s.
-	defaultAdmissionWait     = 5 * time.Second
+	// restart in 10.4 s with 10 s, 14.3–16.6 s with 5 s (a tail of edges dropped after 5 s
+	// and sleeping in backoff), 36–38 s with 1 s (docs/BENCHMARKS-SCALE.md). It stays under
+	// the edge's 15 s handshake timeout. The price: a flood of bare TCP connections holds ten
+	// times as many sockets at once as with 1 s.
+	defaultAdmissionWait     = 10 * time.Second
 	defaultMaxQueue          = 64
 	defaultKeepaliveInterval = 15 * time.Second
 )
@@ -44,7 +46,7 @@ type Config struct {
 	ProvisioningEnabled bool          // shown in Info
 	MaxHandshakes       int           // concurrent SSH handshakes, default 64
 	HandshakeTimeout    time.Duration // default 10s, also bounds opening the tunnel channel
-	AdmissionWait       time.Duration // how long a connection waits for a handshake slot, default 5s
+	AdmissionWait       time.Duration // how long a connection waits for a handshake slot, default 10s
 	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
 	StateDir            string        // pending keys and enrolment secrets; "" disables both
 	Audit               *audit.Logger // nil discards
@@ -62,6 +64,7 @@ type Gateway struct {
 	reg         *registry
 	yamuxConfig *yamux.Config // shared by every tunnel (copied to set the backlog)
 	handshakes  chan struct{} // admission semaphore
+	connects    connectRate   // handshakes started per second, to recognise a storm
 	authFails   *failLimiter
 	pendingKey  *failLimiter // how often one pending key is rewritten
 	pendingNew  *rateWindow  // new pending keys per minute

@@ -64,8 +64,8 @@ func TestInventoryScheduledPulls(t *testing.T) {
 }
 
 // TestInventoryFirstPullYieldsToStorm: the first pull waits while at least half the handshake
-// slots are taken, at most maxFirstPullDelay after connect; an edge connecting alone is pulled
-// within a second as before.
+// slots are taken or handshakes start at stormConnects a second, at most maxFirstPullDelay
+// after connect; an edge connecting alone is pulled within a second as before.
 func TestInventoryFirstPullYieldsToStorm(t *testing.T) {
 	g := &Gateway{handshakes: make(chan struct{}, 64)}
 	now := time.Now()
@@ -88,6 +88,46 @@ func TestInventoryFirstPullYieldsToStorm(t *testing.T) {
 	one := &Gateway{handshakes: make(chan struct{}, 1)}
 	if one.deferFirstPull(now) {
 		t.Fatal("MaxHandshakes 1: deferred with no handshake in progress")
+	}
+	// A storm is also stormConnects handshakes started within a second, slots free or not.
+	rate := &Gateway{handshakes: make(chan struct{}, 64)}
+	for range stormConnects - 1 {
+		rate.connects.add(time.Now())
+	}
+	if rate.deferFirstPull(now) {
+		t.Fatalf("deferred after %d handshakes in a second", stormConnects-1)
+	}
+	rate.connects.add(time.Now())
+	if !rate.deferFirstPull(now) {
+		t.Fatalf("not deferred after %d handshakes in a second", stormConnects)
+	}
+}
+
+func TestConnectRate(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name string
+		adds []time.Duration // offsets from t0 of the handshakes
+		at   time.Duration
+		want int
+	}{
+		{"none", nil, 0, 0},
+		{"this second", []time.Duration{0, 100 * time.Millisecond, 900 * time.Millisecond}, 950 * time.Millisecond, 3},
+		{"the previous second counts", []time.Duration{0, 500 * time.Millisecond}, 1500 * time.Millisecond, 2},
+		{"the larger of the two", []time.Duration{0, 1100 * time.Millisecond, 1200 * time.Millisecond, 1300 * time.Millisecond}, 1400 * time.Millisecond, 3},
+		{"two seconds later: forgotten", []time.Duration{0, 100 * time.Millisecond}, 2100 * time.Millisecond, 0},
+		{"long gap then one", []time.Duration{0, 0, 10 * time.Second}, 10 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r connectRate
+			for _, d := range tt.adds {
+				r.add(t0.Add(d))
+			}
+			if got := r.recent(t0.Add(tt.at)); got != tt.want {
+				t.Errorf("recent = %d, want %d", got, tt.want)
+			}
+		})
 	}
 }
 

@@ -142,6 +142,7 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		g.cfg.Metrics.Handshake(HandshakeBusy)
 		return
 	}
+	g.connects.add(time.Now())
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	st := &connAuth{}
 	sc, chans, reqs, err := ssh.NewServerConn(nc, g.newServerConfig(st))
