@@ -14,8 +14,8 @@ const target = 0.3
 func (r *report) print(w io.Writer, cmdline string, o options) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("## rpcbench, %s\n\n", r.started.Format("2006-01-02 15:04 MST"))
-	p("- command: `%s` (via `make bench`); effective: `-n %d -warmup %d -upload-mib %d -upload-runs %d -idle %s -sshd %s`\n",
-		cmdline, o.n, o.warmup, o.uploadMiB, o.uploadRuns, o.idle, o.sshdBin)
+	p("- command: `%s` (via `make bench`); effective: `-n %d -warmup %d -upload-mib %d -upload-runs %d -transfer-mib %d -big-mib %d -attackers %d -attack-n %d -idle %s -sshd %s`\n",
+		cmdline, o.n, o.warmup, o.uploadMiB, o.uploadRuns, o.transferMiB, o.bigMiB, o.attackers, o.attackN, o.idle, o.sshdBin)
 	p("- machine: %s\n", r.machine)
 	if r.sshVersion != "" {
 		p("- OpenSSH: %s\n", firstLine(r.sshVersion))
@@ -91,7 +91,7 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 			len(r.scpUpload), median(r.scpUpload), slices.Max(r.scpUpload))
 	}
 	if a := r.attack; a.attackers > 0 {
-		p("| g. under attack (ms) | N | p50 | p90 | p99 | mean |\n")
+		p("\n| g. under attack (ms) | N | p50 | p90 | p99 | mean |\n")
 		p("|---|---:|---:|---:|---:|---:|\n")
 		row("a, quiet (as above)", r.mcp)
 		row(fmt.Sprintf("a, attacking process stopped (SIGSTOP), in %d blocks alternating with the next row", attackBlocks), a.quiet)
