@@ -91,6 +91,7 @@ BIG_EDGES ?= 19000
 bench-scale: build
 	$(GO) build -o $(BIN_DIR)/edgesim ./bench/edgesim
 	$(BIN_DIR)/edgesim cost -edges 1000
+	$(BIN_DIR)/edgesim cost -bare -edges 1000
 	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges 1000 -settle 10s
 	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges $(EDGES) -procs 2 -scenarios idle,fanout,restart
 	$(BIN_DIR)/edgesim bench -gateway-bin $(BIN_DIR)/mcp-ssh-gateway -edges $(BIG_EDGES) -procs 2 -scenarios idle
