@@ -17,7 +17,6 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -203,7 +202,6 @@ func writeHeapProfile(path string) error {
 type bareServer struct {
 	ln    net.Listener
 	ready atomic.Int64 // tunnels up
-	wg    sync.WaitGroup
 }
 
 func newBareServer(host ssh.Signer) (*bareServer, error) {
@@ -216,15 +214,15 @@ func newBareServer(host ssh.Signer) (*bareServer, error) {
 	b := &bareServer{ln: ln}
 	ycfg := protocol.YamuxConfig(slog.New(slog.DiscardHandler))
 	ycfg.AcceptBacklog = 1
-	b.wg.Go(func() {
+	go func() {
 		for {
 			nc, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			b.wg.Go(func() { b.serve(nc, cfg, ycfg) })
+			go b.serve(nc, cfg, ycfg)
 		}
-	})
+	}()
 	return b, nil
 }
 
@@ -274,8 +272,6 @@ func (b *bareServer) serve(nc net.Conn, cfg *ssh.ServerConfig, ycfg *yamux.Confi
 	}
 }
 
-func (b *bareServer) close() {
-	b.ln.Close()
-	// The edges' child process is stopped first (deferred after this), which ends every
-	// connection; do not wait here for connections the children still hold.
-}
+// close stops accepting. The connections end with the edges' child process, stopped by the
+// deferred stop that runs before this one.
+func (b *bareServer) close() { b.ln.Close() }
