@@ -55,7 +55,7 @@ LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], pollableStdin(), os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
