@@ -14,9 +14,26 @@ import (
 // nothing behind; elsewhere it has a hidden random name that discard removes.
 type tempFile struct {
 	*os.File
-	dir  *os.Root
-	dfd  *os.File // the target directory, for linkat
-	name string   // "" while anonymous
+	dir     *os.Root
+	dfd     *os.File // the target directory, for linkat
+	name    string   // "" while anonymous
+	written int64    // bytes written so far
+	flushed int64    // bytes whose write-back has been started
+}
+
+// writeBehindChunk is how often, in bytes written, an upload asks the kernel to start writing
+// its data to disk: the fsync that ends the upload then finds little left to do, instead of
+// the whole file, and a large upload does not pile up dirty pages on a device with little
+// memory.
+const writeBehindChunk = 8 << 20
+
+// wrote counts n more bytes written and starts the write-back of each full chunk.
+func (t *tempFile) wrote(n int) {
+	t.written += int64(n)
+	if t.written-t.flushed >= writeBehindChunk {
+		startWriteback(t.File, t.flushed, t.written-t.flushed)
+		t.flushed = t.written
+	}
 }
 
 // newTempFile creates the temp file for target base in dir.

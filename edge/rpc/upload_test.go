@@ -293,3 +293,48 @@ func waitOpenUnder(t *testing.T, prefix string) {
 	}
 	t.Fatalf("no file open under %s", prefix)
 }
+
+// TestWriteBehind: an upload starts the kernel's write-back of each full writeBehindChunk
+// as it goes (so the final fsync has little left), and the file still holds every byte.
+func TestWriteBehind(t *testing.T) {
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	f, err := newTempFile(root, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	chunk := bytes.Repeat([]byte{7}, 256<<10)
+	tests := []struct {
+		writes      int   // chunks of 256 KiB written so far
+		wantFlushed int64 // bytes whose write-back was started
+	}{
+		{1, 0},
+		{31, 0},
+		{32, 8 << 20}, // 8 MiB
+		{63, 8 << 20},
+		{80, 16 << 20}, // 20 MiB written
+	}
+	done := 0
+	for _, tt := range tests {
+		for ; done < tt.writes; done++ {
+			n, err := f.Write(chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.wrote(n)
+		}
+		if f.flushed != tt.wantFlushed || f.written != int64(done)*int64(len(chunk)) {
+			t.Fatalf("after %d writes: written %d, flushed %d; want flushed %d", done, f.written, f.flushed, tt.wantFlushed)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != 80*256<<10 {
+		t.Fatalf("file size %v, %v; want %d", st, err, 80*256<<10)
+	}
+}
