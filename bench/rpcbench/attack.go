@@ -114,35 +114,24 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 	return err
 }
 
-// attackBlocks is how many blocks of calls alternate between the attack stopped and running.
-const attackBlocks = 10
-
 // alternate times n calls of f with the attacking process stopped (SIGSTOP: its connections
-// stay open, it sends nothing) and n with it running, in attackBlocks alternating blocks, so
-// that the shared machine's own slow and fast spells fall on both alike. The attacker is left
-// running.
+// stay open, it sends nothing) and n with it running, in alternating blocks (alternateBlocks).
+// The attacker is left running.
 func alternate(ctx context.Context, attacker *os.Process, n int, f func(context.Context) error) (quiet, loaded summary, err error) {
-	var q, l []time.Duration
-	per := n / attackBlocks
-	for b := range attackBlocks {
-		if b == attackBlocks-1 {
-			per = n - len(l)
+	sig := func(s syscall.Signal, what string) func() error {
+		return func() error {
+			if err := attacker.Signal(s); err != nil {
+				return fmt.Errorf("attack: %s the attacking process: %w", what, err)
+			}
+			return nil
 		}
-		if err := attacker.Signal(syscall.SIGSTOP); err != nil {
-			return quiet, loaded, fmt.Errorf("attack: stop the attacking process: %w", err)
-		}
-		s, err := timeCalls(ctx, "run_command, attack stopped", 0, per, f)
-		attacker.Signal(syscall.SIGCONT)
-		if err != nil {
-			return quiet, loaded, err
-		}
-		q = append(q, s...)
-		if s, err = timeCalls(ctx, "run_command under attack", 0, per, f); err != nil {
-			return quiet, loaded, err
-		}
-		l = append(l, s...)
 	}
-	return summarize(q), summarize(l), nil
+	defer attacker.Signal(syscall.SIGCONT)
+	res, err := alternateBlocks(ctx, [2]loop{
+		{name: "run_command, attack stopped", enter: sig(syscall.SIGSTOP, "stop"), call: f},
+		{name: "run_command under attack", enter: sig(syscall.SIGCONT, "resume"), call: f},
+	}, 0, n)
+	return res[0], res[1], err
 }
 
 // runAttackChild is the attacking process: n authorized attackers, each cycling through the

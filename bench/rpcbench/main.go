@@ -125,8 +125,8 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("-big-mib %d: want 0..%d", o.bigMiB, maxBigMiB)
 	case o.attackers < 0 || o.attackers > maxAttackers:
 		return o, fmt.Errorf("-attackers %d: want 0..%d", o.attackers, maxAttackers)
-	case o.attackN < attackBlocks || o.attackN > maxN:
-		return o, fmt.Errorf("-attack-n %d: want %d..%d", o.attackN, attackBlocks, maxN)
+	case o.attackN < alternateBlockCount || o.attackN > maxN:
+		return o, fmt.Errorf("-attack-n %d: want %d..%d", o.attackN, alternateBlockCount, maxN)
 	case o.uploadRuns < 1 || o.uploadRuns > maxUploadRuns:
 		return o, fmt.Errorf("-upload-runs %d: want 1..%d", o.uploadRuns, maxUploadRuns)
 	case o.idle < 0 || o.idle > time.Minute:

@@ -20,7 +20,11 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 	if r.sshVersion != "" {
 		p("- OpenSSH: %s\n", firstLine(r.sshVersion))
 	}
-	p("- latency rows: %d untimed warm-up calls, then %d sequential timed calls; nearest-rank percentiles\n\n", o.warmup, o.n)
+	p("- latency rows: %d untimed warm-up calls, then %d sequential timed calls; nearest-rank percentiles\n", o.warmup, o.n)
+	if r.sshSkipped == "" {
+		p("- rows a and b are measured in %d alternating blocks (a, b, a, b, …), so the machine's slow and fast spells fall on both\n", alternateBlockCount)
+	}
+	p("\n")
 
 	p("| latency (ms) | N | p50 | p90 | p99 | mean |\n")
 	p("|---|---:|---:|---:|---:|---:|\n")
@@ -94,7 +98,7 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 		p("\n| g. under attack (ms) | N | p50 | p90 | p99 | mean |\n")
 		p("|---|---:|---:|---:|---:|---:|\n")
 		row("a, quiet (as above)", r.mcp)
-		row(fmt.Sprintf("a, attacking process stopped (SIGSTOP), in %d blocks alternating with the next row", attackBlocks), a.quiet)
+		row(fmt.Sprintf("a, attacking process stopped (SIGSTOP), in %d blocks alternating with the next row", alternateBlockCount), a.quiet)
 		row(fmt.Sprintf("a while %d authorized hostile edges attack (%d rounds: oversized and lying hellos, streams opened by the edge, garbage frames, reconnect floods)", a.attackers, a.rounds), a.loaded)
 		ratio := float64(a.loaded.p99) / float64(a.quiet.p99)
 		grow := a.rssPeak - a.rssBefore

@@ -108,13 +108,28 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		return nil, err
 	}
 
-	// a: run_command ["true"] through the MCP stdio client, the gateway and the edge.
-	slog.Info("measuring run_command through MCP", "warmup", o.warmup, "n", o.n)
+	// b's server first, so that a and b can be measured in alternating blocks.
+	srv, err := startSSHD(ctx, filepath.Join(dir, "sshd"), o.sshdBin)
+	switch {
+	case errors.Is(err, errNoSSHD):
+		r.sshSkipped = errNoSSHD.Error()
+		slog.Warn("no OpenSSH server; the comparison rows are skipped", "sshd", o.sshdBin)
+	case err != nil:
+		return nil, err
+	default:
+		defer srv.stop()
+		if v, err := srv.run(ctx, "ssh", "-V"); err == nil {
+			r.sshVersion = v
+		}
+	}
+
+	// a: run_command ["true"] through the MCP stdio client, the gateway and the edge; and b:
+	// OpenSSH, multiplexed over one master connection, in alternating blocks.
 	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
 	if err := checkTrue(ctx, gw, args); err != nil {
 		return nil, err
 	}
-	r.mcp, err = timeLoop(ctx, "run_command", o.warmup, o.n, func(ctx context.Context) error {
+	runCommand := loop{name: "run_command", call: func(ctx context.Context) error {
 		res, err := gw.Call(ctx, "run_command", args)
 		if err != nil {
 			return err
@@ -123,9 +138,22 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 			return fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err
+	}}
+	if srv == nil {
+		slog.Info("measuring run_command through MCP", "warmup", o.warmup, "n", o.n)
+		if r.mcp, err = timeLoop(ctx, runCommand.name, o.warmup, o.n, runCommand.call); err != nil {
+			return nil, err
+		}
+	} else {
+		slog.Info("measuring run_command through MCP and multiplexed ssh true, in alternating blocks", "warmup", o.warmup, "n", o.n)
+		res, err := alternateBlocks(ctx, [2]loop{runCommand, {name: "ssh", call: func(ctx context.Context) error {
+			_, err := srv.run(ctx, "ssh", srv.mux("true")...)
+			return err
+		}}}, o.warmup, o.n)
+		if err != nil {
+			return nil, err
+		}
+		r.mcp, r.ssh = res[0], res[1]
 	}
 
 	// c: the floor, one fork+exec of true from Go.
@@ -144,27 +172,8 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		}
 	}
 
-	// b: OpenSSH, multiplexed over one master connection.
-	srv, err := startSSHD(ctx, filepath.Join(dir, "sshd"), o.sshdBin)
-	switch {
-	case errors.Is(err, errNoSSHD):
-		r.sshSkipped = errNoSSHD.Error()
-		slog.Warn("no OpenSSH server; the comparison rows are skipped", "sshd", o.sshdBin)
-	case err != nil:
-		return nil, err
-	default:
-		defer srv.stop()
-		if v, err := srv.run(ctx, "ssh", "-V"); err == nil {
-			r.sshVersion = v
-		}
-		slog.Info("measuring multiplexed ssh true", "warmup", o.warmup, "n", o.n)
-		r.ssh, err = timeLoop(ctx, "ssh", o.warmup, o.n, func(ctx context.Context) error {
-			_, err := srv.run(ctx, "ssh", srv.mux("true")...)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
+	// b1, b2: the login shell's own startup, which row b skips.
+	if srv != nil {
 		if err := measureShell(ctx, o, r, srv.port); err != nil {
 			return nil, err
 		}
@@ -217,6 +226,53 @@ func timeLoop(ctx context.Context, name string, warmup, n int, f func(context.Co
 		return summary{}, err
 	}
 	return summarize(samples), nil
+}
+
+// alternateBlockCount is how many blocks of each loop alternateBlocks runs.
+const alternateBlockCount = 10
+
+// loop is one side of alternateBlocks: enter, if set, runs before each of its blocks.
+type loop struct {
+	name  string
+	enter func() error
+	call  func(context.Context) error
+}
+
+// alternateBlocks times n calls of each of two loops (after warmup untimed calls of each), in
+// alternateBlockCount blocks that take turns, a block of the first then a block of the
+// second, so that the shared machine's slow and fast spells fall on both alike.
+func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2]summary, error) {
+	var res [2]summary
+	var samples [2][]time.Duration
+	for _, l := range loops {
+		if l.enter != nil {
+			if err := l.enter(); err != nil {
+				return res, err
+			}
+		}
+		if _, err := timeCalls(ctx, l.name, warmup, 0, l.call); err != nil {
+			return res, err
+		}
+	}
+	per := n / alternateBlockCount
+	for b := range alternateBlockCount {
+		if b == alternateBlockCount-1 {
+			per = n - len(samples[1])
+		}
+		for i, l := range loops {
+			if l.enter != nil {
+				if err := l.enter(); err != nil {
+					return res, err
+				}
+			}
+			s, err := timeCalls(ctx, l.name, 0, per, l.call)
+			if err != nil {
+				return res, err
+			}
+			samples[i] = append(samples[i], s...)
+		}
+	}
+	return [2]summary{summarize(samples[0]), summarize(samples[1])}, nil
 }
 
 // timeCalls is timeLoop returning the samples.
