@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -130,5 +133,36 @@ func TestParseMachineBusy(t *testing.T) {
 				t.Fatalf("parseMachineBusy = %v, %v; want %v, err %v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAlternateBlocks: each loop gets n timed calls after its warm-up, in blocks that take
+// turns, each block entered through its hook.
+func TestAlternateBlocks(t *testing.T) {
+	var order []string
+	var calls, enters [2]int
+	mk := func(i int, name string) loop {
+		return loop{name: name,
+			enter: func() error { enters[i]++; order = append(order, name); return nil },
+			call:  func(context.Context) error { calls[i]++; return nil }}
+	}
+	const warmup, n = 3, 25 // 25 over 10 blocks: 2 a block, the last block takes the rest
+	res, err := alternateBlocks(context.Background(), [2]loop{mk(0, "a"), mk(1, "b")}, warmup, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if res[i].n != n || calls[i] != warmup+n || enters[i] != alternateBlockCount+1 {
+			t.Errorf("loop %d: %d timed, %d calls, %d enters; want %d, %d, %d", i, res[i].n, calls[i], enters[i], n, warmup+n, alternateBlockCount+1)
+		}
+	}
+	for i, name := range order {
+		if want := []string{"a", "b"}[i%2]; name != want {
+			t.Fatalf("block %d was %s, want %s (order %v)", i, name, want, order)
+		}
+	}
+	failing := loop{name: "x", call: func(context.Context) error { return errors.New("boom") }}
+	if _, err := alternateBlocks(context.Background(), [2]loop{mk(0, "a"), failing}, 0, n); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("a failing call: err = %v", err)
 	}
 }

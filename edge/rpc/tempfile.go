@@ -27,13 +27,16 @@ type tempFile struct {
 // memory.
 const writeBehindChunk = 8 << 20
 
-// wrote counts n more bytes written and starts the write-back of each full chunk.
-func (t *tempFile) wrote(n int) {
+// Write writes p and starts the write-back of each full writeBehindChunk. Uploads write
+// through it (io.Copy into a tempFile would take os.File's ReadFrom and skip it).
+func (t *tempFile) Write(p []byte) (int, error) {
+	n, err := t.File.Write(p)
 	t.written += int64(n)
 	if t.written-t.flushed >= writeBehindChunk {
-		startWriteback(t.File, t.flushed, t.written-t.flushed)
+		_ = startWriteback(t.File, t.flushed, t.written-t.flushed) // only spreads the fsync's work
 		t.flushed = t.written
 	}
+	return n, err
 }
 
 // newTempFile creates the temp file for target base in dir.

@@ -31,11 +31,15 @@ func linkAnonymous(f, d *os.File, name string) error {
 
 // startWriteback asks the kernel to start writing bytes [off, off+n) of f to disk without
 // waiting for it (sync_file_range SYNC_FILE_RANGE_WRITE). Durability still comes from the
-// fsync at the end; this only spreads the work. Errors are ignored for the same reason.
-func startWriteback(f *os.File, off, n int64) {
+// fsync at the end; this only spreads the work, so callers may ignore the error.
+func startWriteback(f *os.File, off, n int64) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return
+		return err
 	}
-	_ = rc.Control(func(fd uintptr) { _ = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) })
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SyncFileRange(int(fd), off, n, unix.SYNC_FILE_RANGE_WRITE) }); err != nil {
+		return err
+	}
+	return serr
 }

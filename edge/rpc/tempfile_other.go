@@ -14,4 +14,4 @@ func openAnonymous(*os.File) (*os.File, error) { return nil, errNoTmpfile }
 func linkAnonymous(_, _ *os.File, _ string) error { return errNoTmpfile }
 
 // startWriteback is Linux-only (sync_file_range); elsewhere the final fsync does it all.
-func startWriteback(*os.File, int64, int64) {}
+func startWriteback(*os.File, int64, int64) error { return nil }

@@ -169,7 +169,6 @@ func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64
 		if _, err := f.Write(p); err != nil {
 			return fail(fsError("write temporary file", err))
 		}
-		f.wrote(len(p))
 		h.Write(p)
 		got += int64(len(p))
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -321,11 +322,9 @@ func TestWriteBehind(t *testing.T) {
 	done := 0
 	for _, tt := range tests {
 		for ; done < tt.writes; done++ {
-			n, err := f.Write(chunk)
-			if err != nil {
+			if _, err := f.Write(chunk); err != nil {
 				t.Fatal(err)
 			}
-			f.wrote(n)
 		}
 		if f.flushed != tt.wantFlushed || f.written != int64(done)*int64(len(chunk)) {
 			t.Fatalf("after %d writes: written %d, flushed %d; want flushed %d", done, f.written, f.flushed, tt.wantFlushed)
@@ -336,5 +335,15 @@ func TestWriteBehind(t *testing.T) {
 	}
 	if st, err := f.Stat(); err != nil || st.Size() != 80*256<<10 {
 		t.Fatalf("file size %v, %v; want %d", st, err, 80*256<<10)
+	}
+	// The write-back request really reaches the kernel: a good range is accepted, a range
+	// sync_file_range rejects (negative offset) comes back as its error.
+	if runtime.GOOS == "linux" {
+		if err := startWriteback(f.File, 0, 8<<20); err != nil {
+			t.Fatalf("startWriteback: %v", err)
+		}
+		if err := startWriteback(f.File, -1, 8<<20); err == nil {
+			t.Fatal("startWriteback accepted a negative offset: the system call is not made")
+		}
 	}
 }
