@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +35,9 @@ func TestFaultConnectCycles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ids, err := scale.NewIdentities(workers, "cycle")
+	// A fresh key per cycle: the same key reconnecting a hundred times in a row would be
+	// penalised as a reconnect flood (TestPenalizedKeyIsHeld in agent/gateway).
+	ids, err := scale.NewIdentities(workers+cycles, "cycle")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +117,14 @@ func TestFaultConnectCycles(t *testing.T) {
 		}
 		return nil
 	}
+	var used atomic.Int64
 	run := func(n int) error {
 		var wg sync.WaitGroup
 		errs := make([]error, workers)
 		for w := range workers {
 			wg.Go(func() {
 				for range n {
-					if errs[w] = cycle(ids[w]); errs[w] != nil {
+					if errs[w] = cycle(ids[used.Add(1)-1]); errs[w] != nil {
 						return
 					}
 				}

@@ -142,9 +142,9 @@ func TestMaliciousEdges(t *testing.T) {
 		}
 	}
 	audit := g.auditLog()
-	for _, want := range []string{"edge opened a stream", "tunnel refused"} {
+	for _, want := range []string{"edge opened a stream", "tunnel refused", `"event":"edge_penalized"`} {
 		if !strings.Contains(audit, want) {
-			t.Errorf("audit log has no %q refusal", want)
+			t.Errorf("audit log has no %s line", want)
 		}
 	}
 }

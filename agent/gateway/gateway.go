@@ -66,6 +66,7 @@ type Gateway struct {
 	handshakes  chan struct{} // admission semaphore
 	connects    connectRate   // handshakes started per second, to recognise a storm
 	authFails   *failLimiter
+	penalties   *penaltyBox
 	pendingKey  *failLimiter // how often one pending key is rewritten
 	pendingNew  *rateWindow  // new pending keys per minute
 	hostFP      string
@@ -123,6 +124,7 @@ func New(cfg Config) (*Gateway, error) {
 		reg:        newRegistry(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		authFails:  newFailLimiter(time.Minute),
+		penalties:  newPenaltyBox(),
 		pendingKey: newFailLimiter(pendingRefresh),
 		pendingNew: &rateWindow{max: maxNewPendingMin},
 		hostFP:     keys.Fingerprint(cfg.HostKey.PublicKey()),

@@ -166,12 +166,20 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log = log.With("fingerprint", fp)
+	if !g.awaitPenalty(ctx, c, fp, log) {
+		return
+	}
+	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	t, outcome := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
 	if outcome != "" {
 		g.cfg.Metrics.Handshake(outcome)
 	}
-	if outcome == HandshakeBadTunnel {
+	switch outcome {
+	case HandshakeBadTunnel:
 		g.refused(fp, nc.RemoteAddr(), "tunnel refused: "+t.err.Error())
+		g.offend(fp, nc.RemoteAddr(), offenceViolation, log)
+	case HandshakeProtocol, HandshakeTimeout: // authenticated, then no tunnel
+		g.offend(fp, nc.RemoteAddr(), offenceShort, log)
 	}
 	if outcome != HandshakeOK {
 		return
@@ -352,6 +360,7 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 	g.wg.Go(func() {
 		if refuseStreams(e, log) {
 			g.refused(e.fp, e.conn.RemoteAddr(), "edge opened a stream (protocol violation)")
+			g.offend(e.fp, e.conn.RemoteAddr(), offenceViolation, log)
 		}
 	})
 	g.notifyEdges()
@@ -359,10 +368,68 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 	e.close()
 	g.reg.remove(e)
 	g.notifyEdges()
-	since := time.Since(e.since).Milliseconds()
+	lasted := time.Since(e.since)
+	switch {
+	case ctx.Err() != nil: // the gateway is stopping: not the edge's doing
+	case lasted < shortSession:
+		g.offend(e.fp, e.conn.RemoteAddr(), offenceShort, log)
+	default:
+		g.penalties.lasted(e.fp)
+	}
+	since := lasted.Milliseconds()
 	log.Info("edge disconnected", "connected_ms", since)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_disconnect", Edge: g.reg.nameOf(e), Fingerprint: e.fp, RemoteAddr: e.remote,
 		DurationMs: audit.Ptr(since)})
+}
+
+// awaitPenalty holds an authenticated connection of a penalised key before its tunnel opens,
+// for up to half the handshake timeout and without a handshake slot (handleConn gave it back):
+// an honest edge that drew a short penalty connects late rather than not at all, and an
+// attacker's reconnect loop slows to one handshake per hold. It reports whether the connection
+// may go on; if not, the tunnel open, if already sent, is refused with the reason.
+func (g *Gateway) awaitPenalty(ctx context.Context, c *sshConn, fp string, log *slog.Logger) bool {
+	left := g.penalties.left(fp, time.Now())
+	if left == 0 {
+		return true
+	}
+	if g.penalties.hold(fp) { // else another connection of this key is held already
+		t := time.NewTimer(min(left, g.cfg.HandshakeTimeout/2))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		g.penalties.unhold(fp)
+		if left = g.penalties.left(fp, time.Now()); left == 0 && ctx.Err() == nil {
+			return true
+		}
+	}
+	g.cfg.Metrics.Handshake(HandshakePenalized)
+	msg := fmt.Sprintf("key penalized for repeated misbehaviour (protocol violations or reconnects in a row) for another %s",
+		left.Truncate(time.Second)+time.Second)
+	select {
+	case nch, ok := <-c.chans:
+		if ok {
+			nch.Reject(ssh.Prohibited, msg)
+		} else {
+			c.chans = nil
+		}
+	default:
+	}
+	log.Debug("edge refused: penalized", "left", left)
+	return false
+}
+
+// offend records an offence of an authorized key and, when it draws a penalty, logs and
+// audits it (at most once per key a minute).
+func (g *Gateway) offend(fp string, addr net.Addr, o offence, log *slog.Logger) {
+	d := g.penalties.offend(fp, o, time.Now())
+	if d == 0 || !g.authFails.allow(fp+" penalized", time.Now()) {
+		return
+	}
+	log.Warn("edge penalized: its connections are held, then refused, until the penalty ends", "penalty", d.Round(time.Millisecond))
+	g.cfg.Audit.Write(audit.Event{Event: "edge_penalized", Fingerprint: fp, RemoteAddr: addr.String(), Outcome: "penalized",
+		DurationMs: audit.Ptr(d.Milliseconds()), Error: "repeated misbehaviour: protocol violations or reconnects in a row"})
 }
 
 // refuseStreams treats a stream opened by the edge as a protocol violation: only the gateway

@@ -105,8 +105,6 @@ func TestHostKeyAndBanner(t *testing.T) {
 }
 
 func TestBadHelloRefused(t *testing.T) {
-	key := newSigner(t)
-	f := startGateway(t, authLine(key, ""), nil)
 	big, _ := json.Marshal(protocol.Hello{Protocol: 1, Name: strings.Repeat("x", maxHelloBytes)})
 	tests := []struct {
 		name  string
@@ -117,9 +115,17 @@ func TestBadHelloRefused(t *testing.T) {
 		{"bad label", []byte(`{"protocol":1,"name":"pi","labels":{"bad key!":"x"}}`)},
 		{"oversized", big},
 	}
-	for _, tc := range tests {
+	// One key per case: each refusal penalises its key (TestPenalizedKeyIsHeld).
+	keys := make([]ssh.Signer, len(tests))
+	var lines strings.Builder
+	for i := range keys {
+		keys[i] = newSigner(t)
+		lines.WriteString(authLine(keys[i], ""))
+	}
+	f := startGateway(t, lines.String(), nil)
+	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, _, reqs, err := sshDial(f.addr, key, f.host.PublicKey())
+			c, _, reqs, err := sshDial(f.addr, keys[i], f.host.PublicKey())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,6 +167,62 @@ func TestEdgeOpeningStreamIsDropped(t *testing.T) {
 		s.Close()
 	}
 	waitDone(t, e.conn, 5*time.Second)
+}
+
+// TestPenalizedKeyIsHeld: a key that reconnects in a row comes back after its penalty, not
+// before, and the penalty is audited; a penalty longer than the hold (a protocol violation)
+// is refused with a reason, and a second connection of a held key is not held too.
+func TestPenalizedKeyIsHeld(t *testing.T) {
+	key, liar := newSigner(t), newSigner(t)
+	f := startGateway(t, authLine(key, "")+authLine(liar, ""), func(c *Config) { c.HandshakeTimeout = 4 * time.Second })
+	for range 2 { // two tunnels that end at once: the second draws a 1 s penalty
+		e := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+		waitFor(t, 5*time.Second, "edge registered", func() bool { return len(f.g.Edges(true)) == 1 })
+		e.close()
+		waitFor(t, 5*time.Second, "edge gone", func() bool { return len(f.g.Edges(true)) == 0 })
+	}
+	dropped := time.Now()
+	dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}})
+	if d := time.Since(dropped); d < 900*time.Millisecond {
+		t.Fatalf("reconnected %v after the second short session, before its 1 s penalty ended", d)
+	}
+	waitFor(t, 5*time.Second, "edge back", func() bool { return len(f.g.Edges(true)) == 1 })
+	var audited bool
+	for _, ev := range f.auditLines(t) {
+		audited = audited || ev.Event == "edge_penalized" && ev.Fingerprint == keys.Fingerprint(key.PublicKey())
+	}
+	if !audited {
+		t.Error("no edge_penalized audit event")
+	}
+
+	// A protocol violation draws 10 s: more than the hold (half the handshake timeout, 2 s).
+	e := dialEdge(t, f, liar, edgeOpts{hello: protocol.Hello{Name: "liar"}})
+	waitFor(t, 5*time.Second, "liar registered", func() bool { return len(f.g.Edges(true)) == 2 })
+	if s, err := e.sess.OpenStream(); err == nil {
+		s.Write([]byte("x"))
+		s.Close()
+	}
+	waitDone(t, e.conn, 5*time.Second)
+	held := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := tryDialEdge(f, liar, edgeOpts{hello: protocol.Hello{Name: "liar"}})
+		held <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // the first connection authenticates and is held
+	if _, err := tryDialEdge(f, liar, edgeOpts{hello: protocol.Hello{Name: "liar"}}); err == nil {
+		t.Fatal("second connection of a held key admitted")
+	} else if d := time.Since(start); d > 1500*time.Millisecond {
+		t.Errorf("second connection of a held key refused after %v, want at once", d)
+	}
+	err := <-held
+	var oce *ssh.OpenChannelError
+	if !errors.As(err, &oce) || oce.Reason != ssh.Prohibited || !strings.Contains(oce.Message, "penalized") {
+		t.Fatalf("held connection: err = %v, want a Prohibited refusal naming the penalty", err)
+	}
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Errorf("refused after %v, want after the 2 s hold", d)
+	}
 }
 
 func TestReconnectEvictsStaleSession(t *testing.T) {

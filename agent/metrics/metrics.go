@@ -47,7 +47,7 @@ func New() *Metrics {
 		reg: prometheus.NewRegistry(),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "edge_handshakes_total",
-			Help: "Edge connection attempts by outcome: ok, or why it failed (unknown_key, timeout, busy, protocol, bad_tunnel).",
+			Help: "Edge connection attempts by outcome: ok, or why it failed (unknown_key, timeout, busy, protocol, bad_tunnel, penalized).",
 		}, []string{"outcome"}),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "rpcs_total",

@@ -28,11 +28,14 @@ const attackChild = "attack-child"
 // attackReport is what the attack row measured.
 type attackReport struct {
 	attackers int
-	quiet     summary // run_command ["true"] with the attacking process stopped (SIGSTOP)
-	loaded    summary // run_command ["true"] while the attack runs
-	rssBefore int64   // gateway VmRSS before the attack
-	rssPeak   int64   // highest gateway VmRSS sampled during it
-	rounds    int     // attack rounds the child completed while measured
+	quiet     summary       // run_command ["true"] with the attacking process stopped (SIGSTOP)
+	loaded    summary       // run_command ["true"] while the attack runs
+	onset     summary       // loaded, first block only: the attack's first round
+	steady    summary       // loaded, the other blocks
+	attackFor time.Duration // time the attack ran while measured (the loaded calls' total)
+	rssBefore int64         // gateway VmRSS before the attack
+	rssPeak   int64         // highest gateway VmRSS sampled during it
+	rounds    int           // attack rounds the child completed while measured
 }
 
 // attackSetup derives the attackers' keys and authorizes them in the fleet's
@@ -99,7 +102,7 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 	}
 	slog.Info("measuring run_command under attack, in blocks alternating with the attack stopped", "attackers", o.attackers, "n", o.attackN)
 	stopSampling := sampleRSS(r.gatewayPID)
-	a.quiet, a.loaded, err = alternate(ctx, cmd.Process, o.attackN, func(ctx context.Context) error {
+	quiet, loaded, err := alternate(ctx, cmd.Process, o.attackN, func(ctx context.Context) error {
 		res, err := gw.Call(ctx, "run_command", map[string]any{"edge": edgeName, "argv": []string{"true"}})
 		if err == nil && res.IsError {
 			err = fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
@@ -107,6 +110,13 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 		return err
 	})
 	a.rssPeak, _ = stopSampling()
+	if err == nil {
+		first := len(loaded) / alternateBlockCount
+		a.quiet, a.loaded, a.onset, a.steady = summarize(quiet), summarize(loaded), summarize(loaded[:first]), summarize(loaded[first:])
+		for _, d := range loaded {
+			a.attackFor += d
+		}
+	}
 	stdin.Close() // the child stops and prints its round count
 	if lines.Scan() {
 		a.rounds, _ = strconv.Atoi(lines.Text())
@@ -117,7 +127,7 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 // alternate times n calls of f with the attacking process stopped (SIGSTOP: its connections
 // stay open, it sends nothing) and n with it running, in alternating blocks (alternateBlocks).
 // The attacker is left running.
-func alternate(ctx context.Context, attacker *os.Process, n int, f func(context.Context) error) (quiet, loaded summary, err error) {
+func alternate(ctx context.Context, attacker *os.Process, n int, f func(context.Context) error) (quiet, loaded []time.Duration, err error) {
 	sig := func(s syscall.Signal, what string) func() error {
 		return func() error {
 			if err := attacker.Signal(s); err != nil {

@@ -99,12 +99,16 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 		p("|---|---:|---:|---:|---:|---:|\n")
 		row("a, quiet (as above)", r.mcp)
 		row(fmt.Sprintf("a, attacking process stopped (SIGSTOP), in %d blocks alternating with the next row", alternateBlockCount), a.quiet)
-		row(fmt.Sprintf("a while %d authorized hostile edges attack (%d rounds: oversized and lying hellos, streams opened by the edge, garbage frames, reconnect floods)", a.attackers, a.rounds), a.loaded)
+		row(fmt.Sprintf("a while %d authorized hostile edges attack (%d rounds in %.1f s of attack: oversized and lying hellos, streams opened by the edge, garbage frames, reconnect floods)",
+			a.attackers, a.rounds, a.attackFor.Seconds()), a.loaded)
+		row("… of which the first block (the attack's first round, every attacker connecting at once)", a.onset)
+		row("… of which the other blocks", a.steady)
 		ratio := float64(a.loaded.p99) / float64(a.quiet.p99)
 		grow := a.rssPeak - a.rssBefore
-		p("\n**p99 under attack / quiet p99 (alternating blocks) = %.2f** (target ≤ 2: %s; against row a's p99: %.2f); gateway VmRSS %.1f MiB before, peak %.1f MiB, **growth %.1f MiB** (target ≤ 64 MiB: %s). "+
+		p("\n**p99 under attack / quiet p99 (alternating blocks) = %.2f** (target ≤ 2: %s; after the first block: %.2f; against row a's p99: %.2f); gateway VmRSS %.1f MiB before, peak %.1f MiB, **growth %.1f MiB** (target ≤ 64 MiB: %s). "+
 			"The attackers run in a separate process at `nice -n 19`, as if on other machines; the gateway's half of every handshake runs at normal priority.\n\n",
-			ratio, metIf(ratio <= 2), float64(a.loaded.p99)/float64(r.mcp.p99), mibOf(a.rssBefore), mibOf(a.rssPeak), mibOf(grow), metIf(grow <= 64<<20))
+			ratio, metIf(ratio <= 2), float64(a.steady.p99)/float64(a.quiet.p99), float64(a.loaded.p99)/float64(r.mcp.p99),
+			mibOf(a.rssBefore), mibOf(a.rssPeak), mibOf(grow), metIf(grow <= 64<<20))
 	}
 
 	c := r.uploadCPU

@@ -153,7 +153,7 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		if err != nil {
 			return nil, err
 		}
-		r.mcp, r.ssh = res[0], res[1]
+		r.mcp, r.ssh = summarize(res[0]), summarize(res[1])
 	}
 
 	// c: the floor, one fork+exec of true from Go.
@@ -240,18 +240,18 @@ type loop struct {
 
 // alternateBlocks times n calls of each of two loops (after warmup untimed calls of each), in
 // alternateBlockCount blocks that take turns, a block of the first then a block of the
-// second, so that the shared machine's slow and fast spells fall on both alike.
-func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2]summary, error) {
-	var res [2]summary
+// second, so that the shared machine's slow and fast spells fall on both alike. It returns
+// each loop's samples in the order taken.
+func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2][]time.Duration, error) {
 	var samples [2][]time.Duration
 	for _, l := range loops {
 		if l.enter != nil {
 			if err := l.enter(); err != nil {
-				return res, err
+				return samples, err
 			}
 		}
 		if _, err := timeCalls(ctx, l.name, warmup, 0, l.call); err != nil {
-			return res, err
+			return samples, err
 		}
 	}
 	per := n / alternateBlockCount
@@ -262,17 +262,17 @@ func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2]summ
 		for i, l := range loops {
 			if l.enter != nil {
 				if err := l.enter(); err != nil {
-					return res, err
+					return samples, err
 				}
 			}
 			s, err := timeCalls(ctx, l.name, 0, per, l.call)
 			if err != nil {
-				return res, err
+				return samples, err
 			}
 			samples[i] = append(samples[i], s...)
 		}
 	}
-	return [2]summary{summarize(samples[0]), summarize(samples[1])}, nil
+	return samples, nil
 }
 
 // timeCalls is timeLoop returning the samples.

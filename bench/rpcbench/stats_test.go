@@ -152,8 +152,8 @@ func TestAlternateBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		if res[i].n != n || calls[i] != warmup+n || enters[i] != alternateBlockCount+1 {
-			t.Errorf("loop %d: %d timed, %d calls, %d enters; want %d, %d, %d", i, res[i].n, calls[i], enters[i], n, warmup+n, alternateBlockCount+1)
+		if len(res[i]) != n || calls[i] != warmup+n || enters[i] != alternateBlockCount+1 {
+			t.Errorf("loop %d: %d timed, %d calls, %d enters; want %d, %d, %d", i, len(res[i]), calls[i], enters[i], n, warmup+n, alternateBlockCount+1)
 		}
 	}
 	for i, name := range order {

@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Penalties slow down an authorized key that misbehaves, as OpenSSH's PerSourcePenalties do
+// for addresses, but per key: the gateway knows which device misbehaved, and a fleet's edges
+// often share one NAT address. Every reconnect costs the gateway a key exchange; without a
+// penalty a compromised device can make it do hundreds a second.
+const (
+	// The first penalty: a protocol violation (which no honest edge commits) draws
+	// violationFirst, a reconnect after the grace reconnectFirst. Each further offence
+	// doubles the penalty, up to penaltyMax.
+	violationFirst = 10 * time.Second
+	reconnectFirst = time.Second
+	penaltyMax     = time.Minute
+	// shortSession: a tunnel that ends sooner (or never opens) counts as a reconnect.
+	shortSession = 2 * time.Second
+	// shortGrace reconnects in a row are forgiven: an honest edge on a bad link reconnects too.
+	shortGrace = 1
+	// penaltyForget: a key with no offence for this long starts afresh.
+	penaltyForget = 10 * time.Minute
+	// maxPenalties bounds the keys remembered; beyond it, new offenders go unpunished
+	// until old records are forgotten.
+	maxPenalties = 1 << 16
+)
+
+// offence is what an authorized key did wrong.
+type offence int
+
+const (
+	// offenceViolation is a protocol violation: a bad hello, a stream opened by the edge.
+	offenceViolation offence = iota
+	// offenceShort is a tunnel that ended within shortSession, or a connection that
+	// authenticated and never opened one.
+	offenceShort
+)
+
+// penaltyBox remembers the offences of authorized keys, by fingerprint.
+type penaltyBox struct {
+	mu     sync.Mutex
+	m      map[string]*penalty
+	jitter func(time.Duration) time.Duration // added to each penalty; nil in tests
+}
+
+// penalty is one key's record.
+type penalty struct {
+	strikes int       // offences that drew a penalty since the key was last forgiven
+	short   int       // short sessions in a row
+	until   time.Time // end of the penalty in force
+	last    time.Time // last offence
+	held    bool      // a connection of this key is held (penaltyBox.hold)
+}
+
+// newPenaltyBox adds up to a quarter to every penalty, so that keys penalised together (a
+// fleet of compromised devices) do not all come back in the same instant.
+func newPenaltyBox() *penaltyBox {
+	return &penaltyBox{m: map[string]*penalty{}, jitter: func(d time.Duration) time.Duration { return rand.N(d/4 + 1) }}
+}
+
+// offend records an offence of fp at now and returns the penalty in force after it
+// (0 for a forgiven short session).
+func (b *penaltyBox) offend(fp string, o offence, now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.m[fp]
+	if p == nil {
+		if len(b.m) >= maxPenalties {
+			b.forget(now)
+			if len(b.m) >= maxPenalties {
+				return 0
+			}
+		}
+		p = &penalty{}
+		b.m[fp] = p
+	}
+	if now.Sub(p.last) > penaltyForget {
+		p.strikes, p.short = 0, 0
+	}
+	p.last = now
+	if o == offenceShort {
+		if p.short++; p.short <= shortGrace {
+			return max(p.until.Sub(now), 0)
+		}
+	}
+	p.strikes++
+	first := reconnectFirst
+	if o == offenceViolation {
+		first = violationFirst
+	}
+	d := penaltyMax
+	if p.strikes <= 7 { // 1 s << 6 = 64 s > penaltyMax
+		d = min(first<<(p.strikes-1), penaltyMax)
+	}
+	if b.jitter != nil {
+		d += b.jitter(d)
+	}
+	p.until = maxTime(p.until, now.Add(d))
+	return p.until.Sub(now)
+}
+
+// lasted records that a tunnel of fp lasted shortSession or longer: its reconnects are no
+// longer in a row.
+func (b *penaltyBox) lasted(fp string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.m[fp]; p != nil {
+		p.short = 0
+	}
+}
+
+// left is how long fp's penalty still runs at now (0: none).
+func (b *penaltyBox) left(fp string, now time.Time) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.m[fp]; p != nil {
+		return max(p.until.Sub(now), 0)
+	}
+	return 0
+}
+
+// hold marks one connection of fp as held; it reports false if one already is, so that a
+// penalised key cannot park connections without bound. unhold ends it.
+func (b *penaltyBox) hold(fp string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.m[fp]
+	if p == nil || p.held {
+		return false
+	}
+	p.held = true
+	return true
+}
+
+func (b *penaltyBox) unhold(fp string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p := b.m[fp]; p != nil {
+		p.held = false
+	}
+}
+
+// forget drops the records that no longer matter: no penalty in force, nothing held, and
+// no offence for penaltyForget. Called with mu held.
+func (b *penaltyBox) forget(now time.Time) {
+	for fp, p := range b.m {
+		if !p.held && now.After(p.until) && now.Sub(p.last) > penaltyForget {
+			delete(b.m, fp)
+		}
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
