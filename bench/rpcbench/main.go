@@ -102,7 +102,7 @@ func parseFlags(args []string) (options, error) {
 	fs.IntVar(&o.uploadRuns, "upload-runs", 3, "uploads per transfer row (the median is reported)")
 	fs.IntVar(&o.transferMiB, "transfer-mib", 256, "size in MiB of the file uploaded with source_path (and scp)")
 	fs.IntVar(&o.bigMiB, "big-mib", 1024, "size in MiB of the upload during which the gateway's memory is sampled; 0 skips it")
-	fs.IntVar(&o.attackers, "attackers", 100, "hostile authorized edges during the attack row (a niced child process); 0 skips it")
+	fs.IntVar(&o.attackers, "attackers", 100, "hostile authorized edges during the attack row (a child process in the idle scheduling class); 0 skips it")
 	fs.IntVar(&o.attackN, "attack-n", 1000, "timed calls of the attack row with the attack running, and as many with it stopped, in alternating blocks")
 	fs.DurationVar(&o.idle, "idle", 2*time.Second, "how long the fleet idles before its memory is read")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long")

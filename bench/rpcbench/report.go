@@ -106,7 +106,7 @@ func (r *report) print(w io.Writer, cmdline string, o options) {
 		ratio := float64(a.loaded.p99) / float64(a.quiet.p99)
 		grow := a.rssPeak - a.rssBefore
 		p("\n**p99 under attack / quiet p99 (alternating blocks) = %.2f** (target ≤ 2: %s; after the first block: %.2f; against row a's p99: %.2f); gateway VmRSS %.1f MiB before, peak %.1f MiB, **growth %.1f MiB** (target ≤ 64 MiB: %s). "+
-			"The attackers run in a separate process at `nice -n 19`, as if on other machines; the gateway's half of every handshake runs at normal priority.\n\n",
+			"The attackers run in a separate process in the idle scheduling class (`chrt --idle 0`), as if on other machines; the gateway's half of every handshake runs at normal priority.\n\n",
 			ratio, metIf(ratio <= 2), float64(a.steady.p99)/float64(a.quiet.p99), float64(a.loaded.p99)/float64(r.mcp.p99),
 			mibOf(a.rssBefore), mibOf(a.rssPeak), mibOf(grow), metIf(grow <= 64<<20))
 	}
