@@ -91,10 +91,11 @@ func (b *penaltyBox) offend(fp string, o offence, now time.Time) time.Duration {
 	if o == offenceViolation {
 		first = violationFirst
 	}
-	d := penaltyMax
-	if p.strikes <= 7 { // 1 s << 6 = 64 s > penaltyMax
-		d = min(first<<(p.strikes-1), penaltyMax)
+	d := first
+	for i := 1; i < p.strikes && d < penaltyMax; i++ {
+		d *= 2
 	}
+	d = min(d, penaltyMax)
 	if b.jitter != nil {
 		d += b.jitter(d)
 	}

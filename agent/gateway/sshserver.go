@@ -400,7 +400,10 @@ func (g *Gateway) awaitPenalty(ctx context.Context, c *sshConn, fp string, log *
 			t.Stop()
 		}
 		g.penalties.unhold(fp)
-		if left = g.penalties.left(fp, time.Now()); left == 0 && ctx.Err() == nil {
+		if ctx.Err() != nil {
+			return false // the gateway is stopping
+		}
+		if left = g.penalties.left(fp, time.Now()); left == 0 {
 			return true
 		}
 	}
@@ -427,9 +430,14 @@ func (g *Gateway) offend(fp string, addr net.Addr, o offence, log *slog.Logger) 
 	if d == 0 || !g.authFails.allow(fp+" penalized", time.Now()) {
 		return
 	}
-	log.Warn("edge penalized: its connections are held, then refused, until the penalty ends", "penalty", d.Round(time.Millisecond))
+	why := "protocol violation"
+	if o == offenceShort {
+		why = "reconnects in a row"
+	}
+	log.Warn("edge penalized: until the penalty ends, its connections are held and then refused", "why", why,
+		"penalty", d.Round(time.Millisecond))
 	g.cfg.Audit.Write(audit.Event{Event: "edge_penalized", Fingerprint: fp, RemoteAddr: addr.String(), Outcome: "penalized",
-		DurationMs: audit.Ptr(d.Milliseconds()), Error: "repeated misbehaviour: protocol violations or reconnects in a row"})
+		DurationMs: audit.Ptr(d.Milliseconds()), Error: why})
 }
 
 // refuseStreams treats a stream opened by the edge as a protocol violation: only the gateway
