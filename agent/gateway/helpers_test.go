@@ -191,6 +191,7 @@ type testEdge struct {
 	infos    atomic.Int64 // device_info calls served
 	lastV    atomic.Int64 // protocol version of the last request
 	trailers atomic.Int64 // uploads that ended with a FrameDigest
+	lies     atomic.Bool  // report a SHA-256 of zeros for every upload
 }
 
 // releaseHeld lets every "hold" call finish.
@@ -323,12 +324,12 @@ func (e *testEdge) serve(st *yamux.Stream) {
 			h.Write(p)
 			n += int64(len(p))
 		}
-		if sum := hex.EncodeToString(h.Sum(nil)); sum != up.SHA256 && up.Path != "/tmp/lie" {
+		if sum := hex.EncodeToString(h.Sum(nil)); sum != up.SHA256 {
 			writeResult(st, nil, &protocol.Error{Code: protocol.CodeBadRequest, Message: "sha256 mismatch: received " + sum})
 			return
 		}
-		if up.Path == "/tmp/lie" { // a compromised edge claiming what was expected of it
-			up.SHA256, n = strings.Repeat("0", 64), up.Size
+		if e.lies.Load() { // a compromised edge reporting another file than it received
+			up.SHA256 = strings.Repeat("0", 64)
 		}
 		writeResult(st, protocol.UploadResult{Path: up.Path, Size: n, SHA256: up.SHA256, Mode: "0644"}, nil)
 	case protocol.MethodExec:

@@ -64,14 +64,22 @@ func TestPenaltyBox(t *testing.T) {
 	}
 }
 
+// TestPenaltyJitter: keys penalised at the same instant come back at different ones, each
+// within a quarter of the penalty.
 func TestPenaltyJitter(t *testing.T) {
 	b := newPenaltyBox()
 	now := time.Now()
+	seen := map[time.Duration]bool{}
 	for i := range 50 {
 		fp := fmt.Sprint(i)
-		if d := b.offend(fp, offenceViolation, now); d < violationFirst || d > violationFirst+violationFirst/4 {
+		d := b.offend(fp, offenceViolation, now)
+		if d < violationFirst || d > violationFirst+violationFirst/4 {
 			t.Fatalf("first penalty %v, want %v plus at most a quarter", d, violationFirst)
 		}
+		seen[d] = true
+	}
+	if len(seen) < 40 {
+		t.Fatalf("50 keys penalised at once got only %d different penalties: no jitter", len(seen))
 	}
 }
 

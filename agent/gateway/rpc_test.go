@@ -123,24 +123,25 @@ func TestUploadDigestLater(t *testing.T) {
 	tests := []struct {
 		name     string
 		protocol int
-		path     string
+		lie      bool // the edge reports a SHA-256 of zeros
 		body     io.Reader
 		trailers int64  // uploads the edge saw end with a FrameDigest
 		err      string // "" = success
 	}{
-		{"protocol 2: trailer", protocol.VersionDigestTrailer, "/tmp/x", bytes.NewReader(content), 1, ""},
-		{"protocol 1: hash first", 1, "/tmp/x", bytes.NewReader(content), 0, ""},
-		{"protocol 1: body cannot seek", 1, "/tmp/x", io.MultiReader(bytes.NewReader(content)), 0, "upgrade mcp-ssh-edge"},
-		{"edge reports another SHA-256", protocol.VersionDigestTrailer, "/tmp/lie", bytes.NewReader(content), 1, "reported"},
-		{"read error mid-body", protocol.VersionDigestTrailer, "/tmp/x",
+		{"protocol 2: trailer", protocol.VersionDigestTrailer, false, bytes.NewReader(content), 1, ""},
+		{"protocol 1: hash first", 1, false, bytes.NewReader(content), 0, ""},
+		{"protocol 1: body cannot seek", 1, false, io.MultiReader(bytes.NewReader(content)), 0, "upgrade mcp-ssh-edge"},
+		{"edge reports another SHA-256", protocol.VersionDigestTrailer, true, bytes.NewReader(content), 1, "reported"},
+		{"read error mid-body", protocol.VersionDigestTrailer, false,
 			io.MultiReader(bytes.NewReader(content[:300_000]), iotest.ErrReader(errors.New("disk on fire"))), 0, "disk on fire"},
-		{"file changed while sent", protocol.VersionDigestTrailer, "/tmp/x", &growingFile{Reader: bytes.NewReader(content)}, 0, "changed while it was sent"},
+		{"file changed while sent", protocol.VersionDigestTrailer, false, &growingFile{Reader: bytes.NewReader(content)}, 0, "changed while it was sent"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, e, _ := connected(t, protocol.Hello{Protocol: tc.protocol}, nil)
+			e.lies.Store(tc.lie)
 			start := time.Now()
-			up, err := f.g.Upload(context.Background(), "pi", protocol.UploadParams{Path: tc.path, Size: int64(len(content)), Mode: 0o644}, tc.body)
+			up, err := f.g.Upload(context.Background(), "pi", protocol.UploadParams{Path: "/tmp/x", Size: int64(len(content)), Mode: 0o644}, tc.body)
 			if d := time.Since(start); d > cancelWait+5*time.Second {
 				t.Errorf("Upload took %v", d)
 			}

@@ -166,10 +166,9 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	log = log.With("fingerprint", fp)
-	if !g.awaitPenalty(ctx, c, fp, log) {
+	if !g.awaitPenalty(ctx, nc, c, fp, log) {
 		return
 	}
-	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	t, outcome := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
 	if outcome != "" {
 		g.cfg.Metrics.Handshake(outcome)
@@ -365,9 +364,8 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 	})
 	g.notifyEdges()
 	g.supervise(ctx, c, e, log)
-	e.close()
-	g.reg.remove(e)
-	g.notifyEdges()
+	// Judged before the edge leaves the registry, so that whoever sees it gone also sees
+	// the penalty its reconnect will meet.
 	lasted := time.Since(e.since)
 	switch {
 	case ctx.Err() != nil: // the gateway is stopping: not the edge's doing
@@ -376,6 +374,9 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 	default:
 		g.penalties.lasted(e.fp)
 	}
+	e.close()
+	g.reg.remove(e)
+	g.notifyEdges()
 	since := lasted.Milliseconds()
 	log.Info("edge disconnected", "connected_ms", since)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_disconnect", Edge: g.reg.nameOf(e), Fingerprint: e.fp, RemoteAddr: e.remote,
@@ -386,8 +387,9 @@ func (g *Gateway) serveTunnel(ctx context.Context, c *sshConn, key *authKey, t t
 // for up to half the handshake timeout and without a handshake slot (handleConn gave it back):
 // an honest edge that drew a short penalty connects late rather than not at all, and an
 // attacker's reconnect loop slows to one handshake per hold. It reports whether the connection
-// may go on; if not, the tunnel open, if already sent, is refused with the reason.
-func (g *Gateway) awaitPenalty(ctx context.Context, c *sshConn, fp string, log *slog.Logger) bool {
+// may go on (after a hold, with a fresh handshake deadline on nc for opening the tunnel); if
+// not, the tunnel open, if already sent, is refused with the reason.
+func (g *Gateway) awaitPenalty(ctx context.Context, nc net.Conn, c *sshConn, fp string, log *slog.Logger) bool {
 	left := g.penalties.left(fp, time.Now())
 	if left == 0 {
 		return true
@@ -404,6 +406,7 @@ func (g *Gateway) awaitPenalty(ctx context.Context, c *sshConn, fp string, log *
 			return false // the gateway is stopping
 		}
 		if left = g.penalties.left(fp, time.Now()); left == 0 {
+			nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 			return true
 		}
 	}

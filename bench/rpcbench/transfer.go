@@ -76,6 +76,10 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 	if srv != nil {
 		slog.Info("measuring scp + sync of the same file", "mib", o.transferMiB, "runs", o.uploadRuns)
 		dst := filepath.Join(filepath.Dir(filesDir), "scp-"+name)
+		scp0, err := machineBusy() // after removing the uploaded copy, whose cost is neither side's
+		if err != nil {
+			return err
+		}
 		for i := range o.uploadRuns {
 			t0 := time.Now()
 			if _, err := srv.run(ctx, "scp", srv.scpArgs(src, dst)...); err != nil {
@@ -90,11 +94,11 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 			}
 			t.scp = append(t.scp, mibPerSec(t.bytes, d))
 		}
-		busy2, err := machineBusy()
+		scp1, err := machineBusy()
 		if err != nil {
 			return err
 		}
-		t.scpCPU = busy2 - busy1
+		t.scpCPU = scp1 - scp0
 		os.Remove(dst)
 	}
 	os.Remove(src)
