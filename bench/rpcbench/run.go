@@ -102,6 +102,11 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		return nil, err
 	}
 	r.gatewayPID, r.edgePID = gw.PID(), edge.PID()
+	// The edge's first inventory runs its slow probes (tool versions, and `apt-get -s upgrade`
+	// at 1.5 s of CPU here) in the background of whatever row comes next; wait for it.
+	if _, err := gw.CallStructured(ctx, "get_device_info", map[string]any{"edge": edgeName}); err != nil {
+		return nil, fmt.Errorf("wait for the edge's first inventory: %w", err)
+	}
 
 	// e, first half: memory with the tunnel up and nothing done yet.
 	if r.rssIdle, err = idleRSS(ctx, o.idle, r.gatewayPID, r.edgePID); err != nil {
