@@ -14,8 +14,9 @@ import (
 
 // TestOpenSSHAuthRefused drives the OpenSSH client's other ways in: password and
 // keyboard-interactive answers (given by an askpass program), an unknown key (which gets only
-// as far as the enrolment prompt, and fails it), and a revoked key. Every one is refused and
-// the canary command never runs on the gateway host.
+// as far as the enrolment prompt, and fails it), a revoked key, and key exchanges and ciphers
+// the gateway does not offer (costly Diffie-Hellman, SHA-1, ciphers without authentication).
+// Every one is refused and the canary command never runs on the gateway host.
 func TestOpenSSHAuthRefused(t *testing.T) {
 	t.Parallel()
 	requireOpenSSH(t)
@@ -37,12 +38,16 @@ func TestOpenSSHAuthRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		args []string
+		want string // in the client's output; "permission denied" if empty
 	}{
-		{"password", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"}},
-		{"keyboard-interactive", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive"}},
-		{"none", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"}},
-		{"unknown key then enrolment prompt", []string{"-i", unknown.file, "-o", "PreferredAuthentications=publickey,keyboard-interactive"}},
-		{"revoked key", []string{"-i", revoked.file, "-o", "BatchMode=yes"}},
+		{"password", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"}, ""},
+		{"keyboard-interactive", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive"}, ""},
+		{"none", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"}, ""},
+		{"unknown key then enrolment prompt", []string{"-i", unknown.file, "-o", "PreferredAuthentications=publickey,keyboard-interactive"}, ""},
+		{"revoked key", []string{"-i", revoked.file, "-o", "BatchMode=yes"}, ""},
+		{"known key, 2048-bit Diffie-Hellman", []string{"-i", known.file, "-o", "BatchMode=yes",
+			"-o", "KexAlgorithms=diffie-hellman-group14-sha256,diffie-hellman-group14-sha1,diffie-hellman-group-exchange-sha256"}, "no matching key exchange"},
+		{"known key, AES-CTR", []string{"-i", known.file, "-o", "BatchMode=yes", "-o", "Ciphers=aes128-ctr,aes256-ctr"}, "no matching cipher"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -57,8 +62,12 @@ func TestOpenSSHAuthRefused(t *testing.T) {
 			if ctx.Err() != nil || err == nil {
 				t.Fatalf("ssh %v: err %v (ctx %v), want refused:\n%s", tc.args, err, ctx.Err(), out)
 			}
-			if !strings.Contains(strings.ToLower(string(out)), "permission denied") {
-				t.Errorf("ssh output does not say permission denied:\n%s", out)
+			want := tc.want
+			if want == "" {
+				want = "permission denied"
+			}
+			if !strings.Contains(strings.ToLower(string(out)), want) {
+				t.Errorf("ssh output does not say %q:\n%s", want, out)
 			}
 		})
 	}

@@ -161,6 +161,12 @@ func authLine(s ssh.Signer, opts string) string {
 
 // sshDial does the SSH handshake as an edge would.
 func sshDial(addr string, key ssh.Signer, hostKey ssh.PublicKey) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
+	return sshDialAlgorithms(addr, key, hostKey, ssh.Config{})
+}
+
+// sshDialAlgorithms is sshDial offering only the algorithms of algs (the library's defaults
+// where a list is empty).
+func sshDialAlgorithms(addr string, key ssh.Signer, hostKey ssh.PublicKey, algs ssh.Config) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
 	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		return nil, nil, nil, err
@@ -169,7 +175,7 @@ func sshDial(addr string, key ssh.Signer, hostKey ssh.PublicKey) (ssh.Conn, <-ch
 	if hostKey != nil {
 		hk = ssh.FixedHostKey(hostKey)
 	}
-	cfg := &ssh.ClientConfig{User: "edge", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)}, HostKeyCallback: hk, Timeout: 5 * time.Second}
+	cfg := &ssh.ClientConfig{Config: algs, User: "edge", Auth: []ssh.AuthMethod{ssh.PublicKeys(key)}, HostKeyCallback: hk, Timeout: 5 * time.Second}
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	c, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
 	if err != nil {

@@ -104,6 +104,47 @@ func TestHostKeyAndBanner(t *testing.T) {
 	}
 }
 
+// TestWeakAlgorithmsRefused offers the gateway one algorithm at a time: the key exchanges that
+// cost it several times the CPU of the default (any peer can choose one before it
+// authenticates), SHA-1, and ciphers without authentication are refused during the key
+// exchange. Group 16 and group exchange are not in the library's defaults today; they are
+// listed so that a library update cannot add them unnoticed.
+func TestWeakAlgorithmsRefused(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, ""), nil)
+	tests := []struct {
+		name string
+		algs ssh.Config
+		ok   bool
+	}{
+		{"mlkem768x25519", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeMLKEM768X25519}}, true},
+		{"curve25519", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeCurve25519}}, true},
+		{"chacha20-poly1305", ssh.Config{Ciphers: []string{ssh.CipherChaCha20Poly1305}}, true},
+		{"dh-group14-sha256", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeDH14SHA256}}, false},
+		{"dh-group14-sha1", ssh.Config{KeyExchanges: []string{ssh.InsecureKeyExchangeDH14SHA1}}, false},
+		{"dh-group16-sha512", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeDH16SHA512}}, false},
+		{"dh-group-exchange", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeDHGEXSHA256}}, false},
+		{"nistp521", ssh.Config{KeyExchanges: []string{ssh.KeyExchangeECDHP521}}, false},
+		{"aes128-ctr", ssh.Config{Ciphers: []string{ssh.CipherAES128CTR}}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, _, err := sshDialAlgorithms(f.addr, key, f.host.PublicKey(), tc.algs)
+			if err == nil {
+				c.Close()
+			}
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("refused: %v", err)
+			case !tc.ok && err == nil:
+				t.Fatal("accepted")
+			case !tc.ok && !strings.Contains(err.Error(), "no common algorithm"):
+				t.Fatalf("err = %v, want no common algorithm", err)
+			}
+		})
+	}
+}
+
 func TestBadHelloRefused(t *testing.T) {
 	big, _ := json.Marshal(protocol.Hello{Protocol: 1, Name: strings.Repeat("x", maxHelloBytes)})
 	tests := []struct {
