@@ -56,7 +56,7 @@ func p99(d []time.Duration) time.Duration {
 // name, role=db), send oversized hellos, garbage and oversized frames, open streams towards
 // the gateway and flood reconnects. The gateway's memory grows by at most 64 MiB, a healthy
 // edge's run_command p99 stays near its quiet value, the liars get neither the name nor the
-// role, and the audit log records the refusals.
+// role, and the audit log records the refusals and the penalties of keys and of their address.
 func TestMaliciousEdges(t *testing.T) {
 	if testing.Short() {
 		t.Skip("attack test skipped in -short")
@@ -142,7 +142,7 @@ func TestMaliciousEdges(t *testing.T) {
 		}
 	}
 	audit := g.auditLog()
-	for _, want := range []string{"edge opened a stream", "tunnel refused", `"event":"edge_penalized"`} {
+	for _, want := range []string{"edge opened a stream", "tunnel refused", `"event":"edge_penalized"`, `"event":"source_penalized"`} {
 		if !strings.Contains(audit, want) {
 			t.Errorf("audit log has no %s line", want)
 		}

@@ -4,7 +4,7 @@ package audit
 // Never put a token, private key, stdin or file content in an Event.
 type Event struct {
 	Time        string   `json:"time"`  // set by Logger.Write
-	Event       string   `json:"event"` // intent, outcome, edge_connect, edge_disconnect, auth_failure, host_key_refused, edge_refused, edge_penalized, key_added, key_revoked, key_approved, key_enrolled
+	Event       string   `json:"event"` // intent, outcome, edge_connect, edge_disconnect, auth_failure, host_key_refused, edge_refused, edge_penalized, source_penalized, key_added, key_revoked, key_approved, key_enrolled
 	RequestID   string   `json:"request_id,omitempty"`
 	Actor       string   `json:"actor,omitempty"` // "stdio", or "http:<token name>"
 	Tool        string   `json:"tool,omitempty"`

@@ -32,7 +32,7 @@ const (
 	HandshakeUnknownKey = "unknown_key" // the edge offered no authorized key
 	HandshakeProtocol   = "protocol"    // any other SSH handshake failure
 	HandshakeBadTunnel  = "bad_tunnel"  // the tunnel channel was refused (bad Hello, …)
-	HandshakePenalized  = "penalized"   // the key is penalized for misbehaviour (penalty.go)
+	HandshakePenalized  = "penalized"   // the key or its source address is penalized (penalty.go)
 )
 
 // RPC outcomes: a bounded set, so that they can be metric labels.

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"math/rand/v2"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -28,6 +30,20 @@ const (
 	maxPenalties = 1 << 16
 )
 
+// Source penalties: once sourceKeys distinct keys connecting from one address have drawn
+// penalties (each within penaltyForget of the last), the address itself is penalised for
+// sourcePenalty after the latest: its connections are closed as they are accepted, before
+// the key exchange that makes a connection cost something. Per key alone, a hundred
+// compromised devices behind one address still cost a key exchange each per penalty, and
+// their first rounds come all at once. A tunnel already established from the address is
+// untouched; an honest edge behind the same address that reconnects meanwhile is refused
+// until the penalty ends, and retries with its backoff (as behind OpenSSH's
+// PerSourcePenalties).
+const (
+	sourceKeys    = 8
+	sourcePenalty = 10 * time.Second
+)
+
 // offence is what an authorized key did wrong.
 type offence int
 
@@ -39,11 +55,13 @@ const (
 	offenceShort
 )
 
-// penaltyBox remembers the offences of authorized keys, by fingerprint.
+// penaltyBox remembers the offences of authorized keys, by fingerprint, and of the addresses
+// they connect from.
 type penaltyBox struct {
-	mu     sync.Mutex
-	m      map[string]*penalty
-	jitter func(time.Duration) time.Duration // added to each penalty; nil in tests
+	mu      sync.Mutex
+	m       map[string]*penalty
+	sources map[netip.Addr]*source
+	jitter  func(time.Duration) time.Duration // added to each penalty; nil in tests
 }
 
 // penalty is one key's record.
@@ -55,17 +73,35 @@ type penalty struct {
 	held    bool      // a connection of this key is held (penaltyBox.hold)
 }
 
+// source is one address's record: the keys penalised from it, up to sourceKeys.
+type source struct {
+	keys  map[string]struct{}
+	until time.Time // end of the address's penalty; zero before sourceKeys were reached
+	last  time.Time // last key penalty from the address
+}
+
 // newPenaltyBox adds up to a quarter to every penalty, so that keys penalised together (a
 // fleet of compromised devices) do not all come back in the same instant.
 func newPenaltyBox() *penaltyBox {
-	return &penaltyBox{m: map[string]*penalty{}, jitter: func(d time.Duration) time.Duration { return rand.N(d/4 + 1) }}
+	return &penaltyBox{m: map[string]*penalty{}, sources: map[netip.Addr]*source{},
+		jitter: func(d time.Duration) time.Duration { return rand.N(d/4 + 1) }}
 }
 
-// offend records an offence of fp at now and returns the penalty in force after it
-// (0 for a forgiven short session).
-func (b *penaltyBox) offend(fp string, o offence, now time.Time) time.Duration {
+// offend records an offence of fp, connected from addr, at now. It returns the key's penalty
+// in force after it (0 for a forgiven short session), and whether the offence started a
+// penalty of the address (sourceKeys reached).
+func (b *penaltyBox) offend(fp string, addr net.Addr, o offence, now time.Time) (time.Duration, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	d := b.offendKey(fp, o, now)
+	if d == 0 {
+		return 0, false
+	}
+	return d, b.offendSource(addrIP(addr), fp, now)
+}
+
+// offendKey is offend for the key alone. Called with mu held.
+func (b *penaltyBox) offendKey(fp string, o offence, now time.Time) time.Duration {
 	p := b.m[fp]
 	if p == nil {
 		if len(b.m) >= maxPenalties {
@@ -101,6 +137,57 @@ func (b *penaltyBox) offend(fp string, o offence, now time.Time) time.Duration {
 	}
 	p.until = maxTime(p.until, now.Add(d))
 	return p.until.Sub(now)
+}
+
+// offendSource counts fp's penalty against ip and reports whether that started the
+// address's penalty (a further one from a penalised address extends it). Called with mu held.
+func (b *penaltyBox) offendSource(ip netip.Addr, fp string, now time.Time) bool {
+	if !ip.IsValid() {
+		return false
+	}
+	s := b.sources[ip]
+	if s == nil {
+		if len(b.sources) >= maxPenalties {
+			b.forget(now)
+			if len(b.sources) >= maxPenalties {
+				return false
+			}
+		}
+		s = &source{keys: map[string]struct{}{}}
+		b.sources[ip] = s
+	}
+	if now.Sub(s.last) > penaltyForget {
+		clear(s.keys)
+	}
+	s.last = now
+	if len(s.keys) < sourceKeys {
+		s.keys[fp] = struct{}{}
+	}
+	if len(s.keys) < sourceKeys {
+		return false
+	}
+	started := !now.Before(s.until)
+	s.until = now.Add(sourcePenalty)
+	return started
+}
+
+// sourceLeft is how long the penalty of the address of addr still runs at now (0: none).
+func (b *penaltyBox) sourceLeft(addr net.Addr, now time.Time) time.Duration {
+	ip := addrIP(addr)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.sources[ip]; s != nil {
+		return max(s.until.Sub(now), 0)
+	}
+	return 0
+}
+
+// addrIP is the IP address of a TCP peer (IPv4-mapped IPv6 unmapped), or the zero Addr.
+func addrIP(a net.Addr) netip.Addr {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // lasted records that a tunnel of fp lasted shortSession or longer: its reconnects are no
@@ -150,6 +237,11 @@ func (b *penaltyBox) forget(now time.Time) {
 	for fp, p := range b.m {
 		if !p.held && now.After(p.until) && now.Sub(p.last) > penaltyForget {
 			delete(b.m, fp)
+		}
+	}
+	for ip, s := range b.sources {
+		if now.After(s.until) && now.Sub(s.last) > penaltyForget {
+			delete(b.sources, ip)
 		}
 	}
 }

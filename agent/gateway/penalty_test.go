@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -42,7 +44,7 @@ func TestPenaltyBox(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &penaltyBox{m: map[string]*penalty{}}
+			b := newTestPenaltyBox()
 			now := time.Unix(1e9, 0)
 			for i, st := range tc.steps {
 				now = now.Add(st.after)
@@ -51,7 +53,7 @@ func TestPenaltyBox(t *testing.T) {
 					b.lasted("fp")
 					got = b.left("fp", now)
 				} else {
-					got = b.offend("fp", st.o, now)
+					got, _ = b.offend("fp", nil, st.o, now)
 				}
 				if got != st.want {
 					t.Fatalf("step %d: penalty %v, want %v", i, got, st.want)
@@ -72,7 +74,7 @@ func TestPenaltyJitter(t *testing.T) {
 	seen := map[time.Duration]bool{}
 	for i := range 50 {
 		fp := fmt.Sprint(i)
-		d := b.offend(fp, offenceViolation, now)
+		d, _ := b.offend(fp, nil, offenceViolation, now)
 		if d < violationFirst || d > violationFirst+violationFirst/4 {
 			t.Fatalf("first penalty %v, want %v plus at most a quarter", d, violationFirst)
 		}
@@ -84,11 +86,11 @@ func TestPenaltyJitter(t *testing.T) {
 }
 
 func TestPenaltyHold(t *testing.T) {
-	b := &penaltyBox{m: map[string]*penalty{}}
+	b := newTestPenaltyBox()
 	if b.hold("fp") {
 		t.Fatal("a key without a record was held")
 	}
-	b.offend("fp", offenceViolation, time.Now())
+	b.offend("fp", nil, offenceViolation, time.Now())
 	if !b.hold("fp") {
 		t.Fatal("first hold refused")
 	}
@@ -102,17 +104,79 @@ func TestPenaltyHold(t *testing.T) {
 }
 
 func TestPenaltyBoxBounded(t *testing.T) {
-	b := &penaltyBox{m: map[string]*penalty{}}
+	b := newTestPenaltyBox()
 	start := time.Unix(1e9, 0)
 	for i := range maxPenalties {
-		b.offend(fmt.Sprint(i), offenceViolation, start)
+		b.offend(fmt.Sprint(i), nil, offenceViolation, start)
 	}
-	if d := b.offend("new", offenceViolation, start); d != 0 || len(b.m) != maxPenalties {
+	if d, _ := b.offend("new", nil, offenceViolation, start); d != 0 || len(b.m) != maxPenalties {
 		t.Fatalf("full box: penalty %v, %d records", d, len(b.m))
 	}
 	// Once the old records are forgotten, new offenders are remembered again.
 	later := start.Add(penaltyForget + penaltyMax)
-	if d := b.offend("new", offenceViolation, later); d != violationFirst || len(b.m) != 1 {
+	if d, _ := b.offend("new", nil, offenceViolation, later); d != violationFirst || len(b.m) != 1 {
 		t.Fatalf("after forgetting: penalty %v, %d records", d, len(b.m))
+	}
+	// One key offending from ever new addresses (IPv6 has plenty) fills the sources only
+	// up to the bound.
+	ip6 := func(i int) net.Addr {
+		b := [16]byte{0x20, 0x01, 0x0d, 0xb8, 13: byte(i >> 16), 14: byte(i >> 8), 15: byte(i)}
+		return &net.TCPAddr{IP: b[:], Port: 1}
+	}
+	for i := range maxPenalties + 1 {
+		b.offend("roamer", ip6(i), offenceViolation, later)
+	}
+	if len(b.sources) != maxPenalties {
+		t.Fatalf("%d source records, want the bound %d", len(b.sources), maxPenalties)
+	}
+}
+
+// newTestPenaltyBox is a penalty box without jitter.
+func newTestPenaltyBox() *penaltyBox {
+	return &penaltyBox{m: map[string]*penalty{}, sources: map[netip.Addr]*source{}}
+}
+
+// TestSourcePenalty: an address is penalised once sourceKeys distinct keys from it drew
+// penalties; other addresses, forgiven offences and a key offending twice do not count.
+func TestSourcePenalty(t *testing.T) {
+	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1000}
+	a2 := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 2000} // same address, another port
+	other := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1000}
+	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 3000}
+	b := newTestPenaltyBox()
+	now := time.Unix(1e9, 0)
+	for i := range sourceKeys - 1 {
+		if _, started := b.offend(fmt.Sprint(i), a, offenceViolation, now); started {
+			t.Fatalf("source penalised after %d keys", i+1)
+		}
+		b.offend(fmt.Sprint(i), a2, offenceViolation, now) // the same key twice counts once
+		b.offend(fmt.Sprint(i), other, offenceShort, now)  // forgiven: no penalty, not counted
+	}
+	if b.sourceLeft(a, now) != 0 {
+		t.Fatal("source penalised before sourceKeys keys")
+	}
+	if _, started := b.offend("last", a2, offenceViolation, now); !started {
+		t.Fatalf("source not penalised after %d keys", sourceKeys)
+	}
+	for _, addr := range []net.Addr{a, a2, mapped} {
+		if got := b.sourceLeft(addr, now); got != sourcePenalty {
+			t.Errorf("sourceLeft(%v) = %v, want %v", addr, got, sourcePenalty)
+		}
+	}
+	if got := b.sourceLeft(other, now); got != 0 {
+		t.Errorf("another address is penalised for %v", got)
+	}
+	later := now.Add(time.Second)
+	if _, started := b.offend("again", a, offenceViolation, later); started {
+		t.Error("a further key penalty restarted (rather than extended) the source penalty")
+	}
+	if got := b.sourceLeft(a, later); got != sourcePenalty {
+		t.Errorf("after a further key penalty: %v, want %v", got, sourcePenalty)
+	}
+	if got := b.sourceLeft(a, later.Add(sourcePenalty)); got != 0 {
+		t.Errorf("the penalty did not run out: %v", got)
+	}
+	if got := b.sourceLeft(nil, now); got != 0 {
+		t.Errorf("a connection without an IP address is penalised: %v", got)
 	}
 }

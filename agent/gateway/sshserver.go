@@ -150,10 +150,17 @@ func (l *failLimiter) allow(key string, now time.Time) bool {
 // goroutines.
 func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
+	if g.sourcePenalized(nc) {
+		return
+	}
 	if !g.admit(ctx) {
 		g.log.Warn("edge connection dropped: too many SSH handshakes at once", "max", g.cfg.MaxHandshakes,
 			"remote_addr", nc.RemoteAddr().String())
 		g.cfg.Metrics.Handshake(HandshakeBusy)
+		return
+	}
+	if g.sourcePenalized(nc) { // the penalty may have started while it waited for a slot
+		<-g.handshakes
 		return
 	}
 	g.connects.add(time.Now())
@@ -199,6 +206,19 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	}
 	nc.SetDeadline(time.Time{})
 	g.serveTunnel(ctx, c, key, t, log)
+}
+
+// sourcePenalized reports whether nc comes from a penalised address (penaltyBox.offendSource),
+// which is then to be closed before the key exchange.
+func (g *Gateway) sourcePenalized(nc net.Conn) bool {
+	left := g.penalties.sourceLeft(nc.RemoteAddr(), time.Now())
+	if left == 0 {
+		return false
+	}
+	g.cfg.Metrics.Handshake(HandshakePenalized)
+	g.log.Debug("edge connection closed: its source address is penalized", "remote_addr", nc.RemoteAddr().String(),
+		"for_another", left.Round(time.Second))
+	return true
 }
 
 // sshConn is an established SSH connection with the Go channels x/crypto/ssh feeds: they are
@@ -443,7 +463,13 @@ func (g *Gateway) awaitPenalty(ctx context.Context, nc net.Conn, c *sshConn, fp 
 // offend records an offence of an authorized key and, when it draws a penalty, logs and
 // audits it (at most once per key a minute).
 func (g *Gateway) offend(fp string, addr net.Addr, o offence, log *slog.Logger) {
-	d := g.penalties.offend(fp, o, time.Now())
+	d, sourceStarted := g.penalties.offend(fp, addr, o, time.Now())
+	if sourceStarted {
+		g.log.Warn("source address penalized: its new connections are closed before the key exchange until the penalty ends",
+			"remote_addr", addr.String(), "keys_penalized", sourceKeys, "penalty", sourcePenalty)
+		g.cfg.Audit.Write(audit.Event{Event: "source_penalized", RemoteAddr: addr.String(), Outcome: "penalized",
+			DurationMs: audit.Ptr(sourcePenalty.Milliseconds()), Error: fmt.Sprintf("%d keys penalized from this address", sourceKeys)})
+	}
 	if d == 0 || !g.authFails.allow(fp+" penalized", time.Now()) {
 		return
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net"
@@ -263,6 +264,56 @@ func TestPenalizedKeyIsHeld(t *testing.T) {
 	}
 	if d := time.Since(start); d < 1900*time.Millisecond {
 		t.Errorf("refused after %v, want after the 2 s hold", d)
+	}
+}
+
+// TestPenalizedSourceRefusedAtAccept: once sourceKeys keys from one address have drawn
+// penalties, the address's new connections are closed before the key exchange, even for a
+// key that did nothing wrong; a tunnel established before keeps working, and the source
+// penalty is audited.
+func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
+	healthy, late := newSigner(t), newSigner(t)
+	liars := make([]ssh.Signer, sourceKeys)
+	lines := authLine(healthy, "") + authLine(late, "")
+	for i := range liars {
+		liars[i] = newSigner(t)
+		lines += authLine(liars[i], "")
+	}
+	f := startGateway(t, lines, nil)
+	dialEdge(t, f, healthy, edgeOpts{hello: protocol.Hello{Name: "healthy"}})
+	waitFor(t, 5*time.Second, "healthy edge registered", func() bool { return len(f.g.Edges(true)) == 1 })
+	for i, liar := range liars { // a bad hello each: a protocol violation, penalised
+		c, _, reqs, err := sshDial(f.addr, liar, f.host.PublicKey())
+		if err != nil {
+			t.Fatalf("liar %d refused before its offence: %v", i, err)
+		}
+		go ssh.DiscardRequests(reqs)
+		c.OpenChannel(protocol.ChannelType, []byte("not a hello"))
+		waitDone(t, c, 5*time.Second)
+	}
+	nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
+		t.Fatalf("a connection from the penalised address got %d bytes of SSH banner (err %v), want closed at accept", n, err)
+	}
+	if _, err := tryDialEdge(f, late, edgeOpts{hello: protocol.Hello{Name: "late"}}); err == nil {
+		t.Fatal("an honest key from the penalised address connected during the source penalty")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := f.g.Exec(ctx, "healthy", execParams("echo", "still", "here"), nil, nil); err != nil {
+		t.Fatalf("the tunnel established before the penalty: %v", err)
+	}
+	var audited bool
+	for _, ev := range f.auditLines(t) {
+		audited = audited || ev.Event == "source_penalized" && strings.HasPrefix(ev.RemoteAddr, "127.0.0.1:")
+	}
+	if !audited {
+		t.Error("no source_penalized audit event")
 	}
 }
 
