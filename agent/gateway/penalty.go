@@ -161,10 +161,9 @@ func (b *penaltyBox) offendSource(ip netip.Addr, fp string, now time.Time) bool 
 	}
 	s.last = now
 	if len(s.keys) < sourceKeys {
-		s.keys[fp] = struct{}{}
-	}
-	if len(s.keys) < sourceKeys {
-		return false
+		if s.keys[fp] = struct{}{}; len(s.keys) < sourceKeys {
+			return false
+		}
 	}
 	started := !now.Before(s.until)
 	s.until = now.Add(sourcePenalty)

@@ -71,10 +71,11 @@ func (g *Gateway) newServerConfig(st *connAuth) *ssh.ServerConfig {
 }
 
 // serverAlgorithms is what the gateway's SSH server negotiates: the key exchanges an edge (and
-// a current OpenSSH) uses, and authenticated ciphers (which need no MAC). A key exchange runs before
-// authentication, so any peer may choose one; the library's default list also offers
+// a current OpenSSH) uses, and authenticated ciphers (which need no MAC). A key exchange runs
+// before authentication, so any peer may choose one; the library's default list also offers
 // 2048-bit Diffie-Hellman (one with SHA-1), which costs 16.2 ms of CPU per handshake against
-// 2.1 ms for the default (BenchmarkHandshake, both sides), and NIST P-521 (6.6 ms). Fixed
+// 2.1 ms for the default (BenchmarkHandshake with those cases added for one run, both sides;
+// docs/BENCHMARKS-SCALE.md), and NIST P-521 (6.6 ms). Fixed
 // lists also keep a library update from widening what the gateway accepts.
 func serverAlgorithms() ssh.Config {
 	return ssh.Config{
