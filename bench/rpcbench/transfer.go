@@ -35,9 +35,11 @@ type transferReport struct {
 }
 
 // measureTransfers uploads a transferMiB file from the gateway's FILES_DIR with source_path,
-// uploadRuns times, and the same file with scp + sync; then, if bigMiB > 0, one bigMiB upload
-// with source_path while the gateway's resident memory is sampled. It runs before the base64
-// content uploads, so the gateway's heap has not been grown by them.
+// uploadRuns times, and the same file with scp + sync, the two taking turns so that the shared
+// machine's slow and fast spells (and the disk's writeback) fall on both alike; then, if
+// bigMiB > 0, one bigMiB upload with source_path while the gateway's resident memory is
+// sampled. It runs before the base64 content uploads, so the gateway's heap has not been grown
+// by them.
 func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.Gateway, fleet *localfleet.Layout, srv *sshd, filesDir string) error {
 	t := &r.transfer
 	t.bytes = int64(o.transferMiB) << 20
@@ -48,60 +50,42 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 		return err
 	}
 	defer os.Remove(src)
-	args := map[string]any{
-		"edge":        edgeName,
-		"path":        filepath.Join(fleet.UploadDir, name),
-		"source_path": name,
-		"overwrite":   true,
-	}
-	slog.Info("measuring upload_file with source_path", "mib", o.transferMiB, "runs", o.uploadRuns)
-	busy0, err := machineBusy()
-	if err != nil {
-		return err
+	mcpDst := filepath.Join(fleet.UploadDir, name)
+	defer os.Remove(mcpDst)
+	scpDst := filepath.Join(filepath.Dir(filesDir), "scp-"+name)
+	defer os.Remove(scpDst)
+	args := map[string]any{"edge": edgeName, "path": mcpDst, "source_path": name, "overwrite": true}
+
+	if srv == nil {
+		slog.Info("measuring upload_file with source_path", "mib", o.transferMiB, "runs", o.uploadRuns)
+	} else {
+		slog.Info("measuring upload_file with source_path and scp + sync of the same file, taking turns", "mib", o.transferMiB, "runs", o.uploadRuns)
 	}
 	for i := range o.uploadRuns {
-		rate, err := sourcePathUpload(ctx, gw, args, t.bytes, sum)
+		var rate float64
+		cpu, err := busyDuring(func() (err error) {
+			rate, err = sourcePathUpload(ctx, gw, args, t.bytes, sum)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("source_path upload %d: %w", i+1, err)
 		}
-		t.mcp = append(t.mcp, rate)
-	}
-	busy1, err := machineBusy()
-	if err != nil {
-		return err
-	}
-	t.mcpCPU = busy1 - busy0
-	os.Remove(filepath.Join(fleet.UploadDir, name))
-
-	if srv != nil {
-		slog.Info("measuring scp + sync of the same file", "mib", o.transferMiB, "runs", o.uploadRuns)
-		dst := filepath.Join(filepath.Dir(filesDir), "scp-"+name)
-		scp0, err := machineBusy() // after removing the uploaded copy, whose cost is neither side's
-		if err != nil {
+		t.mcp, t.mcpCPU = append(t.mcp, rate), t.mcpCPU+cpu
+		if srv == nil {
+			continue
+		}
+		cpu, err = busyDuring(func() (err error) {
+			rate, err = scpSync(ctx, srv, src, scpDst, t.bytes)
 			return err
-		}
-		for i := range o.uploadRuns {
-			t0 := time.Now()
-			if _, err := srv.run(ctx, "scp", srv.scpArgs(src, dst)...); err != nil {
-				return fmt.Errorf("scp %d: %w", i+1, err)
-			}
-			if _, err := srv.run(ctx, "sync", dst); err != nil {
-				return fmt.Errorf("sync after scp %d: %w", i+1, err)
-			}
-			d := time.Since(t0)
-			if st, err := os.Stat(dst); err != nil || st.Size() != t.bytes {
-				return fmt.Errorf("scp %d did not write %d bytes to %s (%v)", i+1, t.bytes, dst, err)
-			}
-			t.scp = append(t.scp, mibPerSec(t.bytes, d))
-		}
-		scp1, err := machineBusy()
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("scp %d: %w", i+1, err)
 		}
-		t.scpCPU = scp1 - scp0
-		os.Remove(dst)
+		t.scp, t.scpCPU = append(t.scp, rate), t.scpCPU+cpu
 	}
 	os.Remove(src)
+	os.Remove(mcpDst)
+	os.Remove(scpDst)
 
 	if o.bigMiB == 0 {
 		return nil
@@ -181,6 +165,39 @@ func sourcePathUpload(ctx context.Context, gw *localfleet.Gateway, args map[stri
 	return mibPerSec(size, d), nil
 }
 
+// scpSync copies src to dst with scp over the master connection, then runs sync on dst, and
+// returns the MiB/s of the two together.
+func scpSync(ctx context.Context, srv *sshd, src, dst string, size int64) (float64, error) {
+	t0 := time.Now()
+	if _, err := srv.run(ctx, "scp", srv.scpArgs(src, dst)...); err != nil {
+		return 0, err
+	}
+	if _, err := srv.run(ctx, "sync", dst); err != nil {
+		return 0, fmt.Errorf("sync: %w", err)
+	}
+	d := time.Since(t0)
+	if st, err := os.Stat(dst); err != nil || st.Size() != size {
+		return 0, fmt.Errorf("did not write %d bytes to %s (%v)", size, dst, err)
+	}
+	return mibPerSec(size, d), nil
+}
+
+// busyDuring runs f and returns the machine-wide busy CPU time (/proc/stat) it took.
+func busyDuring(f func() error) (time.Duration, error) {
+	b0, err := machineBusy()
+	if err != nil {
+		return 0, err
+	}
+	if err := f(); err != nil {
+		return 0, err
+	}
+	b1, err := machineBusy()
+	if err != nil {
+		return 0, err
+	}
+	return b1 - b0, nil
+}
+
 // writeRandomFile writes size pseudo-random bytes (incompressible; ChaCha8, so generating a
 // GiB takes about a second) to path and returns their SHA-256 in hex.
 func writeRandomFile(path string, size int64) (string, error) {
@@ -192,6 +209,9 @@ func writeRandomFile(path string, size int64) (string, error) {
 	seed[0] = byte(size)
 	h := sha256.New()
 	_, err = io.CopyN(io.MultiWriter(f, h), rand.NewChaCha8(seed), size)
+	if err == nil {
+		err = f.Sync() // written back now, not during the first timed run
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
