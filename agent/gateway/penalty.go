@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -33,7 +34,8 @@ const (
 // Source penalties: once sourceKeys distinct keys connecting from one address have drawn
 // penalties (each within penaltyForget of the last), the address itself is penalised for
 // sourcePenalty after the latest: its connections are closed as they are accepted, before
-// the key exchange that makes a connection cost something. Per key alone, a hundred
+// the key exchange that makes a connection cost something, and its handshakes under way end
+// at their next packet (handshakeConn). Per key alone, a hundred
 // compromised devices behind one address still cost a key exchange each per penalty, and
 // their first rounds come all at once. A tunnel already established from the address is
 // untouched; an honest edge behind the same address that reconnects meanwhile is refused
@@ -62,6 +64,10 @@ type penaltyBox struct {
 	m       map[string]*penalty
 	sources map[netip.Addr]*source
 	jitter  func(time.Duration) time.Duration // added to each penalty; nil in tests
+	// sourcesUntil is the latest end of any address's penalty (Unix ns): until then
+	// sourceLeft looks the address up, after it answers without the lock. It is read on
+	// every packet of every handshake.
+	sourcesUntil atomic.Int64
 }
 
 // penalty is one key's record.
@@ -167,11 +173,17 @@ func (b *penaltyBox) offendSource(ip netip.Addr, fp string, now time.Time) bool 
 	}
 	started := !now.Before(s.until)
 	s.until = now.Add(sourcePenalty)
+	if u := s.until.UnixNano(); u > b.sourcesUntil.Load() {
+		b.sourcesUntil.Store(u) // under mu: no concurrent store
+	}
 	return started
 }
 
 // sourceLeft is how long the penalty of the address of addr still runs at now (0: none).
 func (b *penaltyBox) sourceLeft(addr net.Addr, now time.Time) time.Duration {
+	if now.UnixNano() >= b.sourcesUntil.Load() {
+		return 0
+	}
 	ip := addrIP(addr)
 	b.mu.Lock()
 	defer b.mu.Unlock()

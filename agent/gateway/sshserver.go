@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -167,11 +168,17 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	g.connects.add(time.Now())
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	st := &connAuth{}
-	sc, chans, reqs, err := ssh.NewServerConn(nc, g.newServerConfig(st))
+	hc := &handshakeConn{Conn: nc, penalties: g.penalties}
+	sc, chans, reqs, err := ssh.NewServerConn(hc, g.newServerConfig(st))
+	hc.done.Store(true)
 	<-g.handshakes
 	if err != nil {
+		outcome := handshakeOutcome(err, st.refused.Load())
+		if hc.penalized.Load() {
+			outcome = HandshakePenalized
+		}
 		g.log.Debug("ssh handshake failed", "remote_addr", nc.RemoteAddr().String(), "err", err)
-		g.cfg.Metrics.Handshake(handshakeOutcome(err, st.refused.Load()))
+		g.cfg.Metrics.Handshake(outcome)
 		return
 	}
 	c := &sshConn{sc: sc, reqs: reqs, chans: chans}
@@ -220,6 +227,32 @@ func (g *Gateway) sourcePenalized(nc net.Conn) bool {
 	g.log.Debug("edge connection closed: its source address is penalized", "remote_addr", nc.RemoteAddr().String(),
 		"for_another", left.Round(time.Second))
 	return true
+}
+
+// errSourcePenalized ends a handshake whose address was penalised while it ran.
+var errSourcePenalized = errors.New("source address penalized during the handshake")
+
+// handshakeConn is an accepted connection during its SSH handshake. A source penalty that
+// starts while handshakes from the address are under way (a hundred devices connecting at
+// once, the first of them misbehaving) ends those at their next packet from the peer, before
+// the key exchange or authentication that packet would cost. Once done is set (the handshake
+// is over) it only passes reads through: an established tunnel is never cut by a penalty.
+type handshakeConn struct {
+	net.Conn
+	penalties *penaltyBox
+	done      atomic.Bool
+	penalized atomic.Bool // a read was refused
+}
+
+// Read reads from the connection, refusing what it read while the peer's address is penalised
+// and the handshake is not done.
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.done.Load() && c.penalties.sourceLeft(c.RemoteAddr(), time.Now()) > 0 {
+		c.penalized.Store(true)
+		return 0, errSourcePenalized
+	}
+	return n, err
 }
 
 // sshConn is an established SSH connection with the Go channels x/crypto/ssh feeds: they are

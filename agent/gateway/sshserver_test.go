@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,6 +283,17 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	f := startGateway(t, lines, nil)
 	dialEdge(t, f, healthy, edgeOpts{hello: protocol.Hello{Name: "healthy"}})
 	waitFor(t, 5*time.Second, "healthy edge registered", func() bool { return len(f.g.Edges(true)) == 1 })
+	// A handshake under way when the penalty starts: the gateway has sent its banner and
+	// waits for the peer's.
+	midway, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer midway.Close()
+	midway.SetDeadline(time.Now().Add(5 * time.Second))
+	if banner, err := bufio.NewReader(midway).ReadString('\n'); err != nil {
+		t.Fatalf("no banner from the gateway: %q, %v", banner, err)
+	}
 	for i, liar := range liars { // a bad hello each: a protocol violation, penalised
 		c, _, reqs, err := sshDial(f.addr, liar, f.host.PublicKey())
 		if err != nil {
@@ -290,6 +302,13 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 		go ssh.DiscardRequests(reqs)
 		c.OpenChannel(protocol.ChannelType, []byte("not a hello"))
 		waitDone(t, c, 5*time.Second)
+	}
+	if _, err := midway.Write([]byte("SSH-2.0-midway\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	var ne net.Error
+	if n, err := midway.Read(make([]byte, 64)); err == nil || n > 0 || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a handshake under way when its address was penalised went on: got %d bytes (err %v), want it closed", n, err)
 	}
 	nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
 	if err != nil {
