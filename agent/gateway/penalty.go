@@ -66,7 +66,7 @@ type penaltyBox struct {
 	jitter  func(time.Duration) time.Duration // added to each penalty; nil in tests
 	// sourcesUntil is the latest end of any address's penalty (Unix ns): until then
 	// sourceLeft looks the address up, after it answers without the lock. It is read on
-	// every packet of every handshake.
+	// every read of every handshake (handshakeConn).
 	sourcesUntil atomic.Int64
 }
 
