@@ -33,14 +33,13 @@ const (
 
 // Source penalties: once sourceKeys distinct keys connecting from one address have drawn
 // penalties (each within penaltyForget of the last), the address itself is penalised for
-// sourcePenalty after the latest: its connections are closed as they are accepted, before
-// the key exchange that makes a connection cost something, and its handshakes under way end
-// at their next packet (handshakeConn). Per key alone, a hundred
-// compromised devices behind one address still cost a key exchange each per penalty, and
-// their first rounds come all at once. A tunnel already established from the address is
-// untouched; an honest edge behind the same address that reconnects meanwhile is refused
-// until the penalty ends, and retries with its backoff (as behind OpenSSH's
-// PerSourcePenalties).
+// sourcePenalty after the latest: its connections are closed as they are accepted, before the
+// key exchange that makes a connection cost something, and its handshakes under way end at
+// their next packet (handshakeConn). Per key alone, a hundred compromised devices behind one
+// address still cost a key exchange each per penalty, and their first rounds come all at
+// once. A tunnel already established from the address is untouched; an honest edge behind
+// the same address that reconnects meanwhile is refused until the penalty ends, and retries
+// with its backoff (as behind OpenSSH's PerSourcePenalties).
 const (
 	sourceKeys    = 8
 	sourcePenalty = 10 * time.Second

@@ -76,8 +76,8 @@ func (g *Gateway) newServerConfig(st *connAuth) *ssh.ServerConfig {
 // before authentication, so any peer may choose one; the library's default list also offers
 // 2048-bit Diffie-Hellman (one with SHA-1), which costs 16.2 ms of CPU per handshake against
 // 2.1 ms for the default (BenchmarkHandshake with those cases added for one run, both sides;
-// docs/BENCHMARKS-SCALE.md), and NIST P-521 (6.6 ms). Fixed
-// lists also keep a library update from widening what the gateway accepts.
+// docs/BENCHMARKS-SCALE.md), and NIST P-521 (6.6 ms). Fixed lists also keep a library update
+// from widening what the gateway accepts.
 func serverAlgorithms() ssh.Config {
 	return ssh.Config{
 		KeyExchanges: []string{ssh.KeyExchangeMLKEM768X25519, ssh.KeyExchangeCurve25519, "curve25519-sha256@libssh.org"},

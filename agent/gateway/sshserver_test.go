@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,8 +271,8 @@ func TestPenalizedKeyIsHeld(t *testing.T) {
 
 // TestPenalizedSourceRefusedAtAccept: once sourceKeys keys from one address have drawn
 // penalties, the address's new connections are closed before the key exchange, even for a
-// key that did nothing wrong; a tunnel established before keeps working, and the source
-// penalty is audited.
+// key that did nothing wrong, and a handshake already under way ends at the peer's next
+// packet; a tunnel established before keeps working, and the source penalty is audited.
 func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	healthy, late := newSigner(t), newSigner(t)
 	liars := make([]ssh.Signer, sourceKeys)
@@ -333,6 +334,42 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	}
 	if !audited {
 		t.Error("no source_penalized audit event")
+	}
+}
+
+// TestPenalizedSourceNotQueued: while every handshake slot is taken, a connection from a
+// penalised address is closed at once instead of waiting up to AdmissionWait for a slot.
+func TestPenalizedSourceNotQueued(t *testing.T) {
+	const wait = 5 * time.Second
+	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait = 2, wait })
+	penalized := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+	for i := range sourceKeys {
+		f.g.penalties.offend("key"+strconv.Itoa(i), penalized, offenceViolation, time.Now())
+	}
+	other := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	for range 2 { // another address takes both slots: each connection has the gateway's banner
+		hold, err := other.Dial("tcp", f.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Close()
+		hold.SetDeadline(time.Now().Add(5 * time.Second))
+		if banner, err := bufio.NewReader(hold).ReadString('\n'); err != nil {
+			t.Fatalf("no banner for a connection from 127.0.0.2: %q, %v", banner, err)
+		}
+	}
+	start := time.Now()
+	nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(2 * wait))
+	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
+		t.Fatalf("a connection from the penalised address got %d bytes (err %v), want it closed", n, err)
+	}
+	if took := time.Since(start); took >= wait/2 {
+		t.Fatalf("a connection from the penalised address was closed after %v: it waited for a handshake slot", took)
 	}
 }
 
