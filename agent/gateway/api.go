@@ -5,8 +5,12 @@ package gateway
 // how those calls reach an edge.
 
 import (
+	"context"
 	"errors"
+	"io"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
 // Errors a call may return besides a *protocol.Error from the edge itself.
@@ -20,6 +24,39 @@ var (
 	// ErrDisconnected: the tunnel dropped while the call was in flight.
 	ErrDisconnected = errors.New("edge disconnected during the call")
 )
+
+// Edge is one edge, resolved once from the name or fingerprint a tool call gives: every RPC
+// of that call goes through it, so the audit line, the policy check and the RPC all name the
+// same key. Each RPC carries the caller's request id (rid) on the wire, where the edge's
+// rpc.log records it: an audit line and the edge's own record join on that id. The handle
+// holds the identity, not the tunnel: an RPC finds the edge's live tunnel by its key, so a
+// call made after a reconnect reaches the same device and never one that took its name.
+type Edge interface {
+	Name() string
+	Fingerprint() string
+	Labels() map[string]string // bound at the gateway (the only ones that select); never nil
+	Connected() bool
+
+	// Exec runs a process. stdin nil sends no stdin; out receives stdout and stderr chunks
+	// as they arrive (valid only during the call: the caller copies them). A cancelled ctx
+	// stops the process and still returns what the edge reported within a short grace.
+	Exec(ctx context.Context, rid string, p protocol.ExecParams, stdin io.Reader,
+		out func(t protocol.FrameType, b []byte)) (protocol.ExecResult, error)
+	// Upload sends exactly p.Size bytes of body to p.Path and checks what the edge wrote.
+	Upload(ctx context.Context, rid string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error)
+	// Download streams up to p.MaxBytes of a file into w and checks its SHA-256.
+	Download(ctx context.Context, rid string, p protocol.DownloadParams, w io.Writer) (protocol.DownloadResult, error)
+	// DeviceInfo returns the inventory the gateway keeps, or a fresh one with refresh.
+	DeviceInfo(ctx context.Context, rid string, refresh bool) (protocol.DeviceInfo, error)
+	// JobStart starts a detached job; the edge's journal keeps it past this call.
+	JobStart(ctx context.Context, rid string, p protocol.JobStartParams) (protocol.JobStatus, error)
+	// JobGet reads a job's state and output from p.Since.
+	JobGet(ctx context.Context, rid string, p protocol.JobGetParams) (protocol.JobStatus, error)
+	// JobCancel kills a running job's process group.
+	JobCancel(ctx context.Context, rid, id string) (protocol.JobStatus, error)
+	// JobList lists the jobs the edge keeps, newest first.
+	JobList(ctx context.Context, rid string) (protocol.JobList, error)
+}
 
 // Info describes the gateway itself (get_status.gateway).
 type Info struct {
@@ -55,15 +92,4 @@ type KeyAdded struct {
 	Name        string
 	Labels      map[string]string
 	Added       bool // false when the key was already authorized
-}
-
-// Lookup finds a connected edge by name (case-insensitive) or SHA256 fingerprint without
-// listing the fleet, which costs milliseconds per call at ten thousand edges. ok is false
-// when no connected edge matches.
-func (g *Gateway) Lookup(ref string) (name, fingerprint string, ok bool) {
-	e := g.reg.get(ref)
-	if e == nil {
-		return "", "", false
-	}
-	return g.reg.nameOf(e), e.fp, true
 }

@@ -374,30 +374,6 @@ func sortStatuses(out []EdgeStatus) {
 	}
 }
 
-// resolve finds the connected edge named by ref (name or SHA256 fingerprint).
-func (g *Gateway) resolve(ref string) (*edge, error) {
-	ref = strings.TrimSpace(ref)
-	if ref == "" {
-		return nil, fmt.Errorf("%w: no edge given (use a name or SHA256:… fingerprint from get_status)", ErrUnknownEdge)
-	}
-	if len(ref) > 128 {
-		return nil, fmt.Errorf("%w: %.64q…", ErrUnknownEdge, ref)
-	}
-	if e := g.reg.get(ref); e != nil {
-		return e, nil
-	}
-	set := g.keys.snapshot()
-	if set.byFP[ref] != nil || set.byName[strings.ToLower(ref)] != "" {
-		return nil, fmt.Errorf("%w: %s", ErrEdgeOffline, ref)
-	}
-	for _, st := range g.Edges(false) {
-		if st.Name != "" && st.Name == strings.ToLower(ref) {
-			return nil, fmt.Errorf("%w: %s", ErrEdgeOffline, ref)
-		}
-	}
-	return nil, fmt.Errorf("%w: %s", ErrUnknownEdge, ref)
-}
-
 // RegisterKey authorizes an edge key: line is one authorized_keys line (options stripped),
 // name optional (bound to the key), labels optional (bound, used for selection). Anything
 // but a public key is refused without echoing it. A key already present is left unchanged

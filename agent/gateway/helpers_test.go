@@ -380,3 +380,32 @@ func (e *testEdge) serve(st *yamux.Stream) {
 		writeResult(st, nil, &protocol.Error{Code: protocol.CodeUnknownMethod, Message: req.Method})
 	}
 }
+
+// Exec resolves ref and runs p on it: the tools' path (Edge, then the handle's RPC) in one
+// call for tests.
+func (g *Gateway) Exec(ctx context.Context, ref string, p protocol.ExecParams, stdin io.Reader,
+	out func(t protocol.FrameType, b []byte)) (protocol.ExecResult, error) {
+	h, err := g.Edge(ref)
+	if err != nil {
+		return protocol.ExecResult{}, err
+	}
+	return h.Exec(ctx, "", p, stdin, out)
+}
+
+// Upload resolves ref and uploads to it (see Exec).
+func (g *Gateway) Upload(ctx context.Context, ref string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
+	h, err := g.Edge(ref)
+	if err != nil {
+		return protocol.UploadResult{}, err
+	}
+	return h.Upload(ctx, "", p, body)
+}
+
+// DeviceInfo resolves ref and asks for its inventory (see Exec).
+func (g *Gateway) DeviceInfo(ctx context.Context, ref string, refresh bool) (protocol.DeviceInfo, error) {
+	h, err := g.Edge(ref)
+	if err != nil {
+		return protocol.DeviceInfo{}, err
+	}
+	return h.DeviceInfo(ctx, "", refresh)
+}

@@ -312,12 +312,18 @@ func (r *connectRate) roll(s int64) {
 	r.sec = s
 }
 
-// pullInventory asks the edge with key fp for its inventory and stores it.
+// pullInventory is the scheduled pull: it asks the edge with key fp for its inventory and
+// stores it.
 func (g *Gateway) pullInventory(ctx context.Context, fp string, refresh bool) (protocol.DeviceInfo, error) {
+	return g.pull(ctx, g.handleOf(fp, ""), "", refresh)
+}
+
+// pull asks h's edge for its inventory (request id rid, or a new one) and stores it.
+func (g *Gateway) pull(ctx context.Context, h *handle, rid string, refresh bool) (protocol.DeviceInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, inventoryPullTimeout)
 	defer cancel()
 	var d protocol.DeviceInfo
-	payload, err := g.call(ctx, fp, protocol.MethodDeviceInfo, protocol.DeviceInfoParams{Refresh: refresh}, nil, nil)
+	payload, err := g.call(ctx, h, rpc{id: rid, method: protocol.MethodDeviceInfo, params: protocol.DeviceInfoParams{Refresh: refresh}})
 	if err != nil {
 		return d, err
 	}
@@ -326,35 +332,8 @@ func (g *Gateway) pullInventory(ctx context.Context, fp string, refresh bool) (p
 	}
 	d.Normalize()
 	d.Labels = map[string]string{} // never stored: bound labels are read at answer time
-	if err := g.inv.put(fp, &d, func(fp string) bool { return g.reg.get(fp) != nil }); err != nil {
-		g.log.Warn("inventory not stored", "fingerprint", fp, "err", err)
-	}
-	return d, nil
-}
-
-// DeviceInfo returns edge's inventory: the copy the gateway keeps (no round trip), or, with
-// refresh or before the first pull, one collected anew by the edge (refresh also re-runs its
-// slow probes). Labels are the ones bound to the key now.
-func (g *Gateway) DeviceInfo(ctx context.Context, ref string, refresh bool) (protocol.DeviceInfo, error) {
-	e, err := g.resolve(ref)
-	if err != nil {
-		return protocol.DeviceInfo{}, err
-	}
-	d, ok := protocol.DeviceInfo{}, false
-	if !refresh {
-		if d, ok, err = g.inv.get(e.fp); err != nil {
-			g.log.Warn("stored inventory unreadable: asking the edge", "fingerprint", e.fp, "err", err)
-		}
-	}
-	if !ok {
-		if d, err = g.pullInventory(ctx, e.fp, refresh); err != nil {
-			return d, err
-		}
-	}
-	d.Normalize()
-	d.Edge = g.reg.nameOf(e)
-	if k := g.keys.lookup(e.fp); k != nil {
-		d.Labels = cloneLabels(k.labels)
+	if err := g.inv.put(h.fp, &d, func(fp string) bool { return g.reg.get(fp) != nil }); err != nil {
+		g.log.Warn("inventory not stored", "fingerprint", h.fp, "err", err)
 	}
 	return d, nil
 }

@@ -73,7 +73,7 @@ func TestMetricsHooks(t *testing.T) {
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	want := map[string]int{"exec ok": 1, "upload ok": 1, "exec edge_error": 1, "exec unknown_edge": 1}
+	want := map[string]int{"exec ok": 1, "upload ok": 1, "exec edge_error": 1, "resolve unknown_edge": 1}
 	for k, n := range want {
 		if rec.rpcs[k] != n {
 			t.Errorf("rpcs[%q] = %d, want %d (all: %v)", k, rec.rpcs[k], n, rec.rpcs)

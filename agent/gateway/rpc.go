@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -25,166 +26,193 @@ const (
 	bodyBuffer = 256 << 10
 )
 
-// Exec runs a process on edge. stdin nil sends no stdin (p.Stdin is set accordingly); out
-// receives stdout and stderr chunks as they arrive (valid only during the call: the caller
-// copies and caps them). A cancelled ctx stops the process and still returns what the edge
-// reported if it does so within a short grace.
-func (g *Gateway) Exec(ctx context.Context, edge string, p protocol.ExecParams, stdin io.Reader,
-	out func(t protocol.FrameType, b []byte)) (protocol.ExecResult, error) {
-	p.Stdin = stdin != nil
-	var res protocol.ExecResult
-	if err := p.Validate(); err != nil {
-		return res, fmt.Errorf("exec: %w", err)
-	}
-	onFrame := func(t protocol.FrameType, b []byte) {
-		if out != nil && (t == protocol.FrameStdout || t == protocol.FrameStderr) {
-			out(t, b)
-		}
-	}
-	payload, err := g.call(ctx, edge, protocol.MethodExec, p, stdin, onFrame)
-	if err != nil {
-		return res, err
-	}
-	return res, protocol.DecodeResponse(payload, &res)
+// rpc is one RPC to make: its request id (the caller's, shared with the audit log), method
+// and params; body, if not nil, is sent as FrameData frames ending with an empty one (or a
+// FrameDigest, see digestBody); onFrame sees every other frame the edge sends before the
+// result.
+type rpc struct {
+	id      string
+	method  string
+	params  any
+	body    io.Reader
+	onFrame func(t protocol.FrameType, b []byte)
 }
 
-// call runs one RPC on its own stream and returns the payload of the edge's FrameResult.
-// body, if not nil, is sent as FrameData frames ending with an empty one (or a FrameDigest,
-// see digestBody); onFrame sees every other frame the edge sends before the result.
-func (g *Gateway) call(ctx context.Context, ref, method string, params any, body io.Reader,
-	onFrame func(t protocol.FrameType, b []byte)) (payload []byte, err error) {
+// call runs one RPC on its own stream to h's tunnel and returns the payload of the edge's
+// FrameResult, recording the call's metrics.
+func (g *Gateway) call(ctx context.Context, h *handle, r rpc) (payload []byte, err error) {
 	var sent, received atomic.Int64
 	start := time.Now()
 	defer func() {
-		g.cfg.Metrics.RPC(method, rpcOutcome(payload, err), time.Since(start), sent.Load(), received.Load())
+		g.cfg.Metrics.RPC(r.method, rpcOutcome(payload, err), time.Since(start), sent.Load(), received.Load())
 	}()
-	switch b := body.(type) {
+	switch b := r.body.(type) {
 	case nil:
 	case *digestBody:
 		b.r = countingReader{r: b.r, n: &sent} // keep the type: send ends it with the digest
 	default:
-		body = countingReader{r: body, n: &sent}
+		r.body = countingReader{r: r.body, n: &sent}
 	}
-	count := func(t protocol.FrameType, b []byte) {
+	onFrame := r.onFrame
+	r.onFrame = func(t protocol.FrameType, b []byte) {
 		received.Add(int64(len(b)))
 		if onFrame != nil {
 			onFrame(t, b)
 		}
 	}
-	return g.callEdge(ctx, ref, method, params, body, count)
+	if r.id == "" {
+		r.id = newRequestID()
+	}
+	return g.callEdge(ctx, h, r)
 }
 
-// callEdge is call without the metrics.
-func (g *Gateway) callEdge(ctx context.Context, ref, method string, params any, body io.Reader,
-	onFrame func(t protocol.FrameType, b []byte)) ([]byte, error) {
+// callEdge is call without the metrics: it takes a slot on the edge, opens the stream and
+// runs the exchange.
+func (g *Gateway) callEdge(ctx context.Context, h *handle, r rpc) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s on %s: %w", method, ref, err)
+		return nil, fmt.Errorf("%s on %s: %w", r.method, h.name, err)
 	}
-	e, err := g.resolve(ref)
+	e, err := h.tunnel()
 	if err != nil {
 		return nil, err
 	}
-	release, err := g.acquire(ctx, e, ref)
+	release, err := g.acquire(ctx, e, h.name)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	p, err := json.Marshal(params)
+	p, err := json.Marshal(r.params)
 	if err != nil {
-		return nil, fmt.Errorf("%s: encode params: %w", method, err)
+		return nil, fmt.Errorf("%s: encode params: %w", r.method, err)
 	}
 	// Speak the edge's version when it is older: it refuses a request of a higher one.
-	req := protocol.Request{V: min(protocol.Version, max(e.hello.Protocol, 1)), ID: newRequestID(), Method: method, Params: p}
-
+	req := protocol.Request{V: min(protocol.Version, max(e.hello.Protocol, 1)), ID: r.id, Method: r.method, Params: p}
 	stream, err := e.sess.OpenStream()
 	if err != nil {
 		if e.sess.IsClosed() {
-			return nil, fmt.Errorf("%w: %s", ErrDisconnected, ref)
+			return nil, fmt.Errorf("%w: %s", ErrDisconnected, h.name)
 		}
-		return nil, fmt.Errorf("%s on %s: open stream: %w", method, ref, err)
+		return nil, fmt.Errorf("%s on %s: open stream: %w", r.method, h.name, err)
 	}
 	defer stream.Close()
-	w := newFrameWriter(stream)
-
-	// Writer: request then body. Reader: frames until the result.
-	writeErr := make(chan error, 1)
-	go func() { writeErr <- w.send(req, body) }()
-	type readResult struct {
-		payload []byte
-		err     error
-	}
-	readDone := make(chan readResult, 1)
+	x := &exchange{e: e, ref: h.name, method: r.method, stream: stream, w: newFrameWriter(stream),
+		writeErr: make(chan error, 1), readDone: make(chan readResult, 1), log: g.log}
+	go func() { x.writeErr <- x.w.send(req, r.body) }()
 	go func() {
-		p, err := readFrames(stream, onFrame)
-		readDone <- readResult{p, err}
+		p, err := readFrames(stream, r.onFrame)
+		x.readDone <- readResult{p, err}
 	}()
-	// stopReader makes sure onFrame is never called after call returns.
-	stopReader := func() readResult {
-		stream.SetReadDeadline(time.Now())
-		return <-readDone
-	}
+	return x.wait(ctx)
+}
 
-	finish := func(r readResult) ([]byte, error) {
-		if r.err == nil {
-			e.touch()
-			return r.payload, nil
-		}
-		if e.sess.IsClosed() {
-			return nil, fmt.Errorf("%w: %s", ErrDisconnected, ref)
-		}
-		return nil, fmt.Errorf("%s on %s: %w", method, ref, r.err)
-	}
+// readResult is what an exchange's reader ends with.
+type readResult struct {
+	payload []byte
+	err     error
+}
+
+// exchange is one RPC's stream while it runs: a writer goroutine sends the request and
+// body, a reader goroutine reads frames until the result; wait follows both, the tunnel
+// and the caller's context.
+type exchange struct {
+	e        *edge
+	ref      string // the edge's name, for messages
+	method   string
+	stream   *yamux.Stream
+	w        *frameWriter
+	writeErr chan error
+	readDone chan readResult
+	log      *slog.Logger
+}
+
+// wait returns the edge's result, or why there is none.
+func (x *exchange) wait(ctx context.Context) ([]byte, error) {
 	for {
 		select {
-		case r := <-readDone:
-			return finish(r)
-		case err := <-writeErr:
-			writeErr = nil
-			var be bodyError
-			if errors.As(err, &be) {
-				// The edge waits for the rest of the body: cancel, so it drops what it has.
-				w.cancel()
-				t := time.NewTimer(cancelWait)
-				defer t.Stop()
-				select {
-				case <-readDone:
-				case <-e.gone():
-					stopReader()
-				case <-t.C:
-					stopReader()
-				}
-				return nil, fmt.Errorf("%s on %s: %w", method, ref, be.err)
+		case r := <-x.readDone:
+			return x.finish(r)
+		case err := <-x.writeErr:
+			x.writeErr = nil
+			if done, payload, err := x.written(err); done {
+				return payload, err
 			}
-			if err != nil && !errors.Is(err, errWriterStopped) {
-				if e.sess.IsClosed() {
-					stopReader()
-					return nil, fmt.Errorf("%w: %s", ErrDisconnected, ref)
-				}
-				// The edge may still answer (e.g. it refused the request early): keep reading.
-				g.log.Debug("rpc body write failed", "edge", ref, "method", method, "err", err)
-			}
-		case <-e.gone():
-			stopReader()
-			return nil, fmt.Errorf("%w: %s", ErrDisconnected, ref)
+		case <-x.e.gone():
+			x.stopReader()
+			return nil, fmt.Errorf("%w: %s", ErrDisconnected, x.ref)
 		case <-ctx.Done():
-			w.cancel()
-			t := time.NewTimer(cancelWait)
-			defer t.Stop()
-			select {
-			case r := <-readDone:
-				if r.err == nil {
-					e.touch()
-					return r.payload, nil
-				}
-			case <-e.gone():
-				stopReader()
-				return nil, fmt.Errorf("%w: %s", ErrDisconnected, ref)
-			case <-t.C:
-				stopReader()
-			}
-			return nil, fmt.Errorf("%s on %s: %w", method, ref, ctx.Err())
+			return x.cancelled(ctx)
 		}
 	}
+}
+
+// finish turns the reader's end into the call's.
+func (x *exchange) finish(r readResult) ([]byte, error) {
+	if r.err == nil {
+		x.e.touch()
+		return r.payload, nil
+	}
+	if x.e.sess.IsClosed() {
+		return nil, fmt.Errorf("%w: %s", ErrDisconnected, x.ref)
+	}
+	return nil, fmt.Errorf("%s on %s: %w", x.method, x.ref, r.err)
+}
+
+// written handles the writer's end: done is false when the call goes on (the body was sent,
+// or a write failed but the edge may still answer, e.g. it refused the request early).
+func (x *exchange) written(err error) (done bool, payload []byte, _ error) {
+	var be bodyError
+	switch {
+	case errors.As(err, &be):
+		// The edge waits for the rest of the body: cancel, so it drops what it has.
+		x.w.cancel()
+		x.drain()
+		return true, nil, fmt.Errorf("%s on %s: %w", x.method, x.ref, be.err)
+	case err == nil || errors.Is(err, errWriterStopped):
+		return false, nil, nil
+	case x.e.sess.IsClosed():
+		x.stopReader()
+		return true, nil, fmt.Errorf("%w: %s", ErrDisconnected, x.ref)
+	}
+	x.log.Debug("rpc body write failed", "edge", x.ref, "method", x.method, "err", err)
+	return false, nil, nil
+}
+
+// cancelled tells the edge to stop and waits a short grace for its answer, which still
+// carries what it did (e.g. the output of a killed process).
+func (x *exchange) cancelled(ctx context.Context) ([]byte, error) {
+	x.w.cancel()
+	r, ok, gone := x.drain()
+	switch {
+	case ok && r.err == nil:
+		x.e.touch()
+		return r.payload, nil
+	case gone:
+		return nil, fmt.Errorf("%w: %s", ErrDisconnected, x.ref)
+	}
+	return nil, fmt.Errorf("%s on %s: %w", x.method, x.ref, ctx.Err())
+}
+
+// drain waits up to cancelWait for the reader after a cancel; ok reports that it ended on
+// its own, gone that the tunnel went down meanwhile. The reader is stopped either way.
+func (x *exchange) drain() (r readResult, ok, gone bool) {
+	t := time.NewTimer(cancelWait)
+	defer t.Stop()
+	select {
+	case r = <-x.readDone:
+		return r, true, false
+	case <-x.e.gone():
+		x.stopReader()
+		return r, false, true
+	case <-t.C:
+		x.stopReader()
+		return r, false, false
+	}
+}
+
+// stopReader makes sure onFrame is never called after the call returns.
+func (x *exchange) stopReader() readResult {
+	x.stream.SetReadDeadline(time.Now())
+	return <-x.readDone
 }
 
 // acquire takes one of the edge's slots, queueing up to MaxQueue callers behind them.

@@ -13,13 +13,13 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-// Upload sends exactly p.Size bytes of body to be written at p.Path on edge, and returns
-// what the edge wrote once its size and SHA-256 match what was sent (an edge's word is not
+// Upload implements Edge: it sends exactly p.Size bytes of body to be written at p.Path, and
+// returns what the edge wrote once its size and SHA-256 match what was sent (an edge's word is not
 // taken for it). With p.SHA256 empty the body is hashed as it is sent, in one pass, and its
 // SHA-256 follows it (protocol 2); an older edge gets the hash first, which needs a body that
 // can seek back. A body that is a file (has Stat) must not change while it is sent: a file
 // that grew, shrank or was rewritten fails the upload and the edge keeps nothing.
-func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
+func (h *handle) Upload(ctx context.Context, rid string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
 	var res protocol.UploadResult
 	if body == nil {
 		return res, errors.New("upload: no content")
@@ -32,7 +32,7 @@ func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadPara
 	src := io.LimitReader(body, p.Size)
 	var d *digestBody
 	if later {
-		e, err := g.resolve(edge)
+		e, err := h.tunnel()
 		if err != nil {
 			return res, err
 		}
@@ -40,12 +40,12 @@ func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadPara
 			d = &digestBody{r: src, check: unchangedCheck(body)}
 			src = d
 		} else if p.SHA256, err = hashAndRewind(body, p.Size); err != nil {
-			return res, fmt.Errorf("upload: edge %s speaks protocol %d, which needs the SHA-256 before the content: %w", edge, e.hello.Protocol, err)
+			return res, fmt.Errorf("upload: edge %s speaks protocol %d, which needs the SHA-256 before the content: %w", h.name, e.hello.Protocol, err)
 		} else {
 			p.SHA256Trailer = false
 		}
 	}
-	payload, err := g.call(ctx, edge, protocol.MethodUpload, p, src, nil)
+	payload, err := h.g.call(ctx, h, rpc{id: rid, method: protocol.MethodUpload, params: p, body: src})
 	if err != nil {
 		return res, err
 	}
@@ -57,7 +57,7 @@ func (g *Gateway) Upload(ctx context.Context, edge string, p protocol.UploadPara
 		sent = d.sum
 	}
 	if res.Size != p.Size || !strings.EqualFold(res.SHA256, sent) {
-		return res, fmt.Errorf("upload: edge %s reported %d bytes with SHA-256 %q, but %d bytes with SHA-256 %s were sent", edge, res.Size, res.SHA256, p.Size, sent)
+		return res, fmt.Errorf("upload: edge %s reported %d bytes with SHA-256 %q, but %d bytes with SHA-256 %s were sent", h.name, res.Size, res.SHA256, p.Size, sent)
 	}
 	res.SHA256 = strings.ToLower(sent)
 	return res, nil

@@ -50,7 +50,7 @@ func downloadTool() mcp.Tool {
 	)
 }
 
-func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in DownloadInput) *mcp.CallToolResult {
+func (h *handlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in DownloadInput) *mcp.CallToolResult {
 	const tool = "download_file"
 	if err := checkEdgeArg(in.Edge); err != nil {
 		return errResult(err.Error())
@@ -58,9 +58,9 @@ func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, i
 	if in.Path == "" || !path.IsAbs(in.Path) || len(in.Path) > protocol.MaxPathLen || strings.ContainsRune(in.Path, 0) {
 		return errResult(fmt.Sprintf("path %q must be an absolute file path on the edge, e.g. /etc/hostname", oneLine(in.Path)))
 	}
-	limit := j.cfg.MaxOutputBytes
+	limit := h.cfg.MaxOutputBytes
 	if in.DestPath != "" {
-		limit = j.cfg.MaxTransferBytes
+		limit = h.cfg.MaxTransferBytes
 	}
 	max := in.MaxBytes
 	switch {
@@ -73,22 +73,24 @@ func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, i
 	case max > limit:
 		return errResult(fmt.Sprintf("max_bytes %d is above this gateway's MAX_TRANSFER_BYTES of %d", max, limit))
 	}
-	t := j.resolve(in.Edge)
 	p := protocol.DownloadParams{Path: in.Path, MaxBytes: max}
 
 	if in.DestPath == "" {
 		var buf bytes.Buffer
-		id := j.intent(tool, t, audit.Event{Path: in.Path})
+		c, cres := h.begin(ctx, tool, in.Edge, ask{path: in.Path}, audit.Event{})
+		if cres != nil {
+			return cres
+		}
 		start := time.Now()
-		res, err := j.fleet.Download(ctx, in.Edge, p, &buf)
+		res, err := c.edge.Download(ctx, c.id, p, &buf)
 		ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 		if err != nil {
-			j.outcome(id, tool, t, outcomeOf(err), err, ev)
-			return errResult(edgeMessage(t.name, err))
+			c.end(outcomeOf(err), err, ev)
+			return errResult(edgeMessage(c.name, err))
 		}
 		ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
-		j.outcome(id, tool, t, "ok", nil, ev)
-		out := DownloadOutput{Edge: t.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256, Truncated: res.Truncated}
+		c.end("ok", nil, ev)
+		out := DownloadOutput{Edge: c.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256, Truncated: res.Truncated}
 		b := buf.Bytes()
 		if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
 			out.Encoding, out.Content = "utf-8", string(b)
@@ -98,11 +100,11 @@ func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, i
 		return okResult(out)
 	}
 
-	rel, err := j.filesRel("dest_path", in.DestPath)
+	rel, err := h.filesRel("dest_path", in.DestPath)
 	if err != nil {
 		return errResult(err.Error())
 	}
-	root, err := j.openFilesRoot()
+	root, err := h.openFilesRoot()
 	if err != nil {
 		return errResult(err.Error())
 	}
@@ -111,9 +113,13 @@ func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, i
 	if err != nil {
 		return errResult(err.Error())
 	}
-	id := j.intent(tool, t, audit.Event{Path: in.Path})
+	c, cres := h.begin(ctx, tool, in.Edge, ask{path: in.Path}, audit.Event{})
+	if cres != nil {
+		dest.discard()
+		return cres
+	}
 	start := time.Now()
-	res, err := j.fleet.Download(ctx, in.Edge, p, dest)
+	res, err := c.edge.Download(ctx, c.id, p, dest)
 	ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 	if err == nil {
 		err = dest.commit()
@@ -121,11 +127,11 @@ func (j *jobHandlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, i
 		dest.discard()
 	}
 	if err != nil {
-		j.outcome(id, tool, t, outcomeOf(err), err, ev)
-		return errResult(edgeMessage(t.name, err))
+		c.end(outcomeOf(err), err, ev)
+		return errResult(edgeMessage(c.name, err))
 	}
 	ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
-	j.outcome(id, tool, t, "ok", nil, ev)
-	return okResult(DownloadOutput{Edge: t.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256,
+	c.end("ok", nil, ev)
+	return okResult(DownloadOutput{Edge: c.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256,
 		Truncated: res.Truncated, DestPath: rel})
 }

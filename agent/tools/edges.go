@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
+
+	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
@@ -26,57 +29,104 @@ func checkEdgeArg(edge string) error {
 	return nil
 }
 
-// target is what the audit log and the results know about the edge a call addresses.
-type target struct {
-	arg         string // as given
-	name        string // resolved name, or arg when unknown
-	fingerprint string // "" when unknown
+// ask is what a call wants to do on an edge: what the policy judges and the audit line
+// records (never stdin or content).
+type ask struct {
+	argv    []string
+	command string
+	cwd     string
+	env     map[string]string
+	path    string
+	timeout time.Duration // 0 for calls that are not timed
 }
 
-// connectedLookup is implemented by a Fleet that finds one connected edge without listing
-// them all (*gateway.Gateway does); the full listing is the fallback for the others.
-type connectedLookup interface {
-	Lookup(ref string) (name, fingerprint string, ok bool)
-}
-
-// resolve looks edge up by name (case folded) or fingerprint, for naming it in results and
-// audit lines. An edge not found is still passed on: the Fleet gives the authoritative answer.
-func (h *handlers) resolve(edge string) target {
-	t := target{arg: edge, name: edge}
-	if l, ok := h.fleet.(connectedLookup); ok {
-		if name, fp, found := l.Lookup(edge); found {
-			t.name, t.fingerprint = name, fp
-			return t
-		}
+// event is the intent line's view of a.
+func (a ask) event(e audit.Event) audit.Event {
+	e.Argv, e.Command, e.Cwd, e.Env = a.argv, a.command, a.cwd, envNames(a.env)
+	if a.path != "" {
+		e.Path = a.path
 	}
-	lower := strings.ToLower(edge)
-	for _, e := range h.fleet.Edges(false) {
-		if e.Name == lower || e.Fingerprint == edge {
-			t.name, t.fingerprint = e.Name, e.Fingerprint
-			break
-		}
+	return e
+}
+
+// edgeCall is one tool call on one edge, from resolution to its outcome line: the handle the
+// edge was resolved to (once), and the request id that the audit lines share with the RPC,
+// and so with the edge's rpc.log.
+type edgeCall struct {
+	h    *handlers
+	tool string
+	edge gateway.Edge // nil when the edge did not resolve
+	name string       // the edge's name, or the argument when it did not resolve
+	fp   string
+	id   string
+}
+
+// begin resolves ref, checks the call against the gateway's policy and writes the audit
+// intent line. A non-nil result means the call ends here: the edge is unknown or the call
+// was refused (its outcome line is written too).
+func (h *handlers) begin(ctx context.Context, tool, ref string, a ask, ev audit.Event) (*edgeCall, *mcp.CallToolResult) {
+	if err := checkEdgeArg(ref); err != nil {
+		return nil, errResult(err.Error())
 	}
-	return t
+	c, err := h.resolveCall(tool, ref)
+	if err != nil {
+		c.write("intent", a.event(ev))
+		c.end(outcomeOf(err), err, audit.Event{})
+		return nil, errResult(edgeMessage(ref, err))
+	}
+	if res := c.authorize(ctx, a, ev); res != nil {
+		return nil, res
+	}
+	c.write("intent", a.event(ev))
+	return c, nil
 }
 
-// intent writes the audit line before an RPC and returns the request id that ties it to the
-// outcome line.
-func (h *handlers) intent(tool string, t target, e audit.Event) string {
-	e.Event, e.RequestID, e.Actor, e.Tool = "intent", newRequestID(), h.cfg.Actor, tool
-	e.Edge, e.Fingerprint = t.name, t.fingerprint
-	h.cfg.Audit.Write(e)
-	return e.RequestID
+// open is begin for calls that only read what the edge keeps (a job's output, its list of
+// jobs): resolved and checked, audited only when refused.
+func (h *handlers) open(ctx context.Context, tool, ref string, a ask) (*edgeCall, *mcp.CallToolResult) {
+	if err := checkEdgeArg(ref); err != nil {
+		return nil, errResult(err.Error())
+	}
+	c, err := h.resolveCall(tool, ref)
+	if err != nil {
+		return nil, errResult(edgeMessage(ref, err))
+	}
+	if res := c.authorize(ctx, a, audit.Event{}); res != nil {
+		return nil, res
+	}
+	return c, nil
 }
 
-// outcome writes the audit line after an RPC. outcome is ok, error, refused, timeout or
-// cancelled; err (if any) is recorded as its message.
-func (h *handlers) outcome(id, tool string, t target, outcome string, err error, e audit.Event) {
-	e.Event, e.RequestID, e.Actor, e.Tool = "outcome", id, h.cfg.Actor, tool
-	e.Edge, e.Fingerprint, e.Outcome = t.name, t.fingerprint, outcome
+// resolveCall resolves ref once for the call; the returned call is usable for audit lines
+// even when err is not nil.
+func (h *handlers) resolveCall(tool, ref string) (*edgeCall, error) {
+	c := &edgeCall{h: h, tool: tool, name: ref, id: newRequestID()}
+	e, err := h.fleet.Edge(ref)
+	if err != nil {
+		return c, err
+	}
+	c.edge, c.name, c.fp = e, e.Name(), e.Fingerprint()
+	return c, nil
+}
+
+// authorize is where the gateway's policy judges the call; a non-nil result is its refusal.
+func (c *edgeCall) authorize(context.Context, ask, audit.Event) *mcp.CallToolResult { return nil }
+
+// write writes one audit line of the call.
+func (c *edgeCall) write(event string, e audit.Event) {
+	e.Event, e.RequestID, e.Actor, e.Tool = event, c.id, c.h.cfg.Actor, c.tool
+	e.Edge, e.Fingerprint = c.name, c.fp
+	c.h.cfg.Audit.Write(e)
+}
+
+// end writes the outcome line. outcome is ok, error, refused, timeout or cancelled; err (if
+// any) is recorded as its message.
+func (c *edgeCall) end(outcome string, err error, e audit.Event) {
+	e.Outcome = outcome
 	if err != nil {
 		e.Error = err.Error()
 	}
-	h.cfg.Audit.Write(e)
+	c.write("outcome", e)
 }
 
 // outcomeOf classifies an RPC error for the audit log.

@@ -147,8 +147,10 @@ func (h *handlers) runCommand(ctx context.Context, req mcp.CallToolRequest, in R
 	if err != nil {
 		return errResult(err.Error())
 	}
-	t := h.resolve(in.Edge)
-	id := h.intent(tool, t, audit.Event{Argv: p.Argv, Command: p.Command, Cwd: p.Cwd, Env: envNames(p.Env)})
+	c, res := h.begin(ctx, tool, in.Edge, execAsk(p, timeout), audit.Event{})
+	if res != nil {
+		return res
+	}
 
 	capt := newCapture(h.cfg.MaxOutputBytes)
 	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
@@ -164,46 +166,51 @@ func (h *handlers) runCommand(ctx context.Context, req mcp.CallToolRequest, in R
 	callCtx, cancel := context.WithTimeout(ctx, timeout+execGrace)
 	defer cancel()
 	start := time.Now()
-	res, err := h.fleet.Exec(callCtx, in.Edge, p, stdin, capt.write)
+	er, err := c.edge.Exec(callCtx, c.id, p, stdin, capt.write)
 	elapsed := time.Since(start)
 
-	out := capt.output(t.name, res)
+	out := capt.output(c.name, er)
 	if out.DurationMs == 0 {
 		out.DurationMs = elapsed.Milliseconds()
 	}
 	// Who stopped it: the client (cancellation), our deadline (the edge never answered in
 	// time), or the edge itself (its timeout, reported in res.TimedOut).
 	cancelled := ctx.Err() != nil
-	if !cancelled && (errors.Is(err, context.DeadlineExceeded) || callCtx.Err() != nil && (err != nil || res.Cancelled)) {
+	if !cancelled && (errors.Is(err, context.DeadlineExceeded) || callCtx.Err() != nil && (err != nil || er.Cancelled)) {
 		out.TimedOut, out.ExitCode = true, -1
 		if out.Signal == "" {
 			out.Signal = "SIGKILL"
 		}
 		err = nil
 	}
-	cancelled = cancelled || res.Cancelled && !out.TimedOut
+	cancelled = cancelled || er.Cancelled && !out.TimedOut
 
 	ev := audit.Event{ExitCode: audit.Ptr(out.ExitCode), DurationMs: audit.Ptr(out.DurationMs),
 		Bytes: audit.Ptr(capt.total())}
 	switch {
 	case cancelled:
-		h.outcome(id, tool, t, "cancelled", context.Canceled, ev)
-		return errResultWith(fmt.Sprintf("run_command on %q was cancelled: the process group was killed; output captured until then is below", t.name), out)
+		c.end("cancelled", context.Canceled, ev)
+		return errResultWith(fmt.Sprintf("run_command on %q was cancelled: the process group was killed; output captured until then is below", c.name), out)
 	case out.TimedOut:
-		h.outcome(id, tool, t, "timeout", errors.New("timed out"), ev)
+		c.end("timeout", errors.New("timed out"), ev)
 		return errResultWith(fmt.Sprintf("run_command on %q timed out after %s and was killed: raise timeout_seconds (max %d) or split the work; output captured until then is below",
-			t.name, timeout, int64(h.cfg.ExecTimeoutMax/time.Second)), out)
+			c.name, timeout, int64(h.cfg.ExecTimeoutMax/time.Second)), out)
 	case errors.Is(err, gateway.ErrDisconnected):
 		// The process may have run: return what was captured, with no exit status known.
 		out.ExitCode = -1
-		h.outcome(id, tool, t, "error", err, ev)
-		return errResultWith(edgeMessage(t.name, err)+"; output captured until then is below", out)
+		c.end("error", err, ev)
+		return errResultWith(edgeMessage(c.name, err)+"; output captured until then is below", out)
 	case err != nil:
-		h.outcome(id, tool, t, outcomeOf(err), err, audit.Event{DurationMs: audit.Ptr(elapsed.Milliseconds())})
-		return errResult(edgeMessage(t.name, err))
+		c.end(outcomeOf(err), err, audit.Event{DurationMs: audit.Ptr(elapsed.Milliseconds())})
+		return errResult(edgeMessage(c.name, err))
 	}
-	h.outcome(id, tool, t, "ok", nil, ev)
+	c.end("ok", nil, ev)
 	return okResult(out)
+}
+
+// execAsk is what an exec asks, for the policy and the audit log.
+func execAsk(p protocol.ExecParams, timeout time.Duration) ask {
+	return ask{argv: p.Argv, command: p.Command, cwd: p.Cwd, env: p.Env, timeout: timeout}
 }
 
 // envNames lists env names for the audit log (never values), sorted.

@@ -1,9 +1,11 @@
 package tools
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"time"
@@ -156,27 +158,24 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 func (h *handlers) execOn(ctx context.Context, tool, ref string, e gateway.EdgeStatus, p protocol.ExecParams,
 	timeout time.Duration, stdinText string) FanoutResult {
 	res := FanoutResult{Edge: ref, ExitCode: -1}
-	t := target{arg: ref, name: ref, fingerprint: e.Fingerprint}
 	if !e.Connected {
 		res.Error = edgeMessage(ref, gateway.ErrEdgeOffline)
 		return res
 	}
-	id := h.intent(tool, t, audit.Event{Argv: p.Argv, Command: p.Command, Cwd: p.Cwd, Env: envNames(p.Env)})
+	c, refused := h.begin(ctx, tool, cmp.Or(e.Fingerprint, ref), execAsk(p, timeout), audit.Event{})
+	if refused != nil {
+		res.Error = resultMessage(refused)
+		return res
+	}
 	capt := newCapture(h.cfg.MaxOutputBytes)
-	var stdin *strings.Reader
+	var stdin io.Reader
 	if p.Stdin {
 		stdin = strings.NewReader(stdinText)
 	}
 	callCtx, cancel := context.WithTimeout(ctx, timeout+execGrace)
 	defer cancel()
 	start := time.Now()
-	var r protocol.ExecResult
-	var err error
-	if stdin != nil {
-		r, err = h.fleet.Exec(callCtx, ref, p, stdin, capt.write)
-	} else {
-		r, err = h.fleet.Exec(callCtx, ref, p, nil, capt.write)
-	}
+	r, err := c.edge.Exec(callCtx, c.id, p, stdin, capt.write)
 	o := capt.output(ref, r)
 	res = FanoutResult{Edge: ref, ExitCode: o.ExitCode, Signal: o.Signal, Stdout: o.Stdout, Stderr: o.Stderr,
 		StdoutTruncated: o.StdoutTruncated, StderrTruncated: o.StderrTruncated, TimedOut: o.TimedOut, DurationMs: o.DurationMs}
@@ -187,16 +186,16 @@ func (h *handlers) execOn(ctx context.Context, tool, ref string, e gateway.EdgeS
 	switch {
 	case ctx.Err() != nil:
 		res.ExitCode, res.Error = -1, "cancelled: the process group was killed"
-		h.outcome(id, tool, t, "cancelled", context.Canceled, ev)
+		c.end("cancelled", context.Canceled, ev)
 	case res.TimedOut || callCtx.Err() != nil:
 		res.TimedOut, res.ExitCode = true, -1
 		res.Error = fmt.Sprintf("timed out after %s and was killed", timeout)
-		h.outcome(id, tool, t, "timeout", errors.New("timed out"), ev)
+		c.end("timeout", errors.New("timed out"), ev)
 	case err != nil:
 		res.ExitCode, res.Error = -1, edgeMessage(ref, err)
-		h.outcome(id, tool, t, outcomeOf(err), err, ev)
+		c.end(outcomeOf(err), err, ev)
 	default:
-		h.outcome(id, tool, t, "ok", nil, ev)
+		c.end("ok", nil, ev)
 	}
 	return res
 }

@@ -3,6 +3,7 @@ package tools_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -64,32 +65,75 @@ func (f *fakeFleet) Edges(connectedOnly bool) []gateway.EdgeStatus {
 	return out
 }
 
-func (f *fakeFleet) Exec(ctx context.Context, edge string, p protocol.ExecParams, stdin io.Reader, out func(protocol.FrameType, []byte)) (protocol.ExecResult, error) {
-	f.record("exec " + edge)
-	if f.execFn == nil {
-		return protocol.ExecResult{}, nil
+// Edge resolves ref among the fake's edges by name or fingerprint; an edge the fake does not
+// list resolves under the name given, so that the test's functions decide what it answers.
+func (f *fakeFleet) Edge(ref string) (gateway.Edge, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, e := range f.edges {
+		if e.Name == strings.ToLower(ref) || e.Fingerprint == ref {
+			return &fakeEdge{f: f, st: e}, nil
+		}
 	}
-	return f.execFn(ctx, edge, p, stdin, out)
+	return &fakeEdge{f: f, st: gateway.EdgeStatus{Name: ref, Connected: true, Labels: map[string]string{}}}, nil
 }
 
-func (f *fakeFleet) Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
-	f.record("upload " + edge)
+// fakeEdge is a fakeFleet's handle: it records each RPC and answers with the fleet's functions.
+type fakeEdge struct {
+	f  *fakeFleet
+	st gateway.EdgeStatus
+}
+
+func (e *fakeEdge) Name() string              { return e.st.Name }
+func (e *fakeEdge) Fingerprint() string       { return e.st.Fingerprint }
+func (e *fakeEdge) Labels() map[string]string { return e.st.Labels }
+func (e *fakeEdge) Connected() bool           { return e.st.Connected }
+
+func (e *fakeEdge) Exec(ctx context.Context, _ string, p protocol.ExecParams, stdin io.Reader, out func(protocol.FrameType, []byte)) (protocol.ExecResult, error) {
+	e.f.record("exec " + e.st.Name)
+	if e.f.execFn == nil {
+		return protocol.ExecResult{}, nil
+	}
+	return e.f.execFn(ctx, e.st.Name, p, stdin, out)
+}
+
+func (e *fakeEdge) Upload(ctx context.Context, _ string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error) {
+	e.f.record("upload " + e.st.Name)
 	b, err := io.ReadAll(io.LimitReader(body, p.Size+1))
 	if err != nil {
 		return protocol.UploadResult{}, err
 	}
-	if f.uploadFn == nil {
+	if e.f.uploadFn == nil {
 		return protocol.UploadResult{}, nil
 	}
-	return f.uploadFn(ctx, edge, p, b)
+	return e.f.uploadFn(ctx, e.st.Name, p, b)
 }
 
-func (f *fakeFleet) DeviceInfo(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error) {
-	f.record("device_info " + edge)
-	if f.infoFn == nil {
+func (e *fakeEdge) DeviceInfo(ctx context.Context, _ string, refresh bool) (protocol.DeviceInfo, error) {
+	e.f.record("device_info " + e.st.Name)
+	if e.f.infoFn == nil {
 		return protocol.DeviceInfo{}, nil
 	}
-	return f.infoFn(ctx, edge, refresh)
+	return e.f.infoFn(ctx, e.st.Name, refresh)
+}
+
+// The fake runs no jobs and serves no downloads: the real gateway's tests cover them.
+var errFake = errors.New("not served by the fake fleet")
+
+func (e *fakeEdge) Download(context.Context, string, protocol.DownloadParams, io.Writer) (protocol.DownloadResult, error) {
+	return protocol.DownloadResult{}, errFake
+}
+func (e *fakeEdge) JobStart(context.Context, string, protocol.JobStartParams) (protocol.JobStatus, error) {
+	return protocol.JobStatus{}, errFake
+}
+func (e *fakeEdge) JobGet(context.Context, string, protocol.JobGetParams) (protocol.JobStatus, error) {
+	return protocol.JobStatus{}, errFake
+}
+func (e *fakeEdge) JobCancel(context.Context, string, string) (protocol.JobStatus, error) {
+	return protocol.JobStatus{}, errFake
+}
+func (e *fakeEdge) JobList(context.Context, string) (protocol.JobList, error) {
+	return protocol.JobList{}, errFake
 }
 
 func (f *fakeFleet) RegisterKey(line, name string, labels map[string]string) (gateway.KeyAdded, error) {

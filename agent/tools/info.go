@@ -31,20 +31,19 @@ func deviceInfoTool() mcp.Tool {
 
 func (h *handlers) getDeviceInfo(ctx context.Context, _ mcp.CallToolRequest, in DeviceInfoInput) *mcp.CallToolResult {
 	const tool = "get_device_info"
-	if err := checkEdgeArg(in.Edge); err != nil {
-		return errResult(err.Error())
+	c, res := h.begin(ctx, tool, in.Edge, ask{}, audit.Event{})
+	if res != nil {
+		return res
 	}
-	t := h.resolve(in.Edge)
-	id := h.intent(tool, t, audit.Event{})
 	start := time.Now()
-	info, err := h.fleet.DeviceInfo(ctx, in.Edge, in.Refresh)
+	info, err := c.edge.DeviceInfo(ctx, c.id, in.Refresh)
 	ev := audit.Event{DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 	if err != nil {
-		h.outcome(id, tool, t, outcomeOf(err), err, ev)
-		return errResult(edgeMessage(t.name, err))
+		c.end(outcomeOf(err), err, ev)
+		return errResult(edgeMessage(c.name, err))
 	}
-	h.outcome(id, tool, t, "ok", nil, ev)
-	info.Edge = t.name
+	c.end("ok", nil, ev)
+	info.Edge = c.name
 	normalizeDeviceInfo(&info)
 	return okResult(info)
 }

@@ -135,33 +135,31 @@ func jobOutput(edge string, st protocol.JobStatus) JobOutput {
 	}
 }
 
-func (j *jobHandlers) startCommand(ctx context.Context, _ mcp.CallToolRequest, in RunInput) *mcp.CallToolResult {
+func (h *handlers) startCommand(ctx context.Context, _ mcp.CallToolRequest, in RunInput) *mcp.CallToolResult {
 	const tool = "start_command"
 	if in.TimeoutSeconds == 0 {
-		in.TimeoutSeconds = int(j.cfg.ExecTimeoutMax.Seconds())
+		in.TimeoutSeconds = int(h.cfg.ExecTimeoutMax.Seconds())
 	}
-	p, _, err := j.execParams(in)
+	p, timeout, err := h.execParams(in)
 	if err != nil {
 		return errResult(err.Error())
 	}
 	p.Stdin = false
-	t := j.resolve(in.Edge)
-	name, err := j.fleet.EdgeName(in.Edge)
-	if err != nil {
-		return errResult(edgeMessage(t.name, err))
+	c, res := h.begin(ctx, tool, in.Edge, execAsk(p, timeout), audit.Event{})
+	if res != nil {
+		return res
 	}
-	id := j.intent(tool, t, audit.Event{Argv: p.Argv, Command: p.Command, Cwd: p.Cwd, Env: envNames(p.Env)})
-	st, err := j.fleet.JobStart(ctx, in.Edge, protocol.JobStartParams{Exec: p, StdinData: in.Stdin})
+	st, err := c.edge.JobStart(ctx, c.id, protocol.JobStartParams{Exec: p, StdinData: in.Stdin})
 	if err != nil {
-		j.outcome(id, tool, t, outcomeOf(err), err, audit.Event{})
-		return errResult(edgeMessage(t.name, err))
+		c.end(outcomeOf(err), err, audit.Event{})
+		return errResult(edgeMessage(c.name, err))
 	}
-	out := jobOutput(name, st)
-	j.outcome(id, tool, t, "ok", nil, audit.Event{Path: out.JobID})
+	out := jobOutput(c.name, st)
+	c.end("ok", nil, audit.Event{Path: out.JobID})
 	return okResult(out)
 }
 
-func (j *jobHandlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in GetCommandInput) *mcp.CallToolResult {
+func (h *handlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in GetCommandInput) *mcp.CallToolResult {
 	edge, id, err := parseJobID(in.JobID)
 	if err != nil {
 		return errResult(err.Error())
@@ -169,53 +167,55 @@ func (j *jobHandlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in 
 	max := in.MaxBytes
 	switch {
 	case max == 0:
-		max = min(defaultJobRead, j.cfg.MaxOutputBytes)
+		max = min(defaultJobRead, h.cfg.MaxOutputBytes)
 	case max < 0 || max > protocol.MaxJobRead:
 		return errResult(fmt.Sprintf("max_bytes must be between 1 and %d", protocol.MaxJobRead))
 	}
 	if in.Since < 0 {
 		return errResult("since must be 0 or a next_since from a previous get_command")
 	}
-	st, err := j.fleet.JobGet(ctx, edge, protocol.JobGetParams{ID: id, Since: in.Since, MaxBytes: max})
-	if err != nil {
-		return errResult(jobMessage(edge, err))
+	c, res := h.open(ctx, "get_command", edge, ask{})
+	if res != nil {
+		return res
 	}
-	return okResult(jobOutput(edge, st))
+	st, err := c.edge.JobGet(ctx, c.id, protocol.JobGetParams{ID: id, Since: in.Since, MaxBytes: max})
+	if err != nil {
+		return errResult(jobMessage(c.name, err))
+	}
+	return okResult(jobOutput(c.name, st))
 }
 
-func (j *jobHandlers) cancelCommand(ctx context.Context, _ mcp.CallToolRequest, in JobRefInput) *mcp.CallToolResult {
+func (h *handlers) cancelCommand(ctx context.Context, _ mcp.CallToolRequest, in JobRefInput) *mcp.CallToolResult {
 	const tool = "cancel_command"
 	edge, id, err := parseJobID(in.JobID)
 	if err != nil {
 		return errResult(err.Error())
 	}
-	t := j.resolve(edge)
-	rid := j.intent(tool, t, audit.Event{Path: in.JobID})
-	st, err := j.fleet.JobCancel(ctx, edge, id)
-	if err != nil {
-		j.outcome(rid, tool, t, outcomeOf(err), err, audit.Event{Path: in.JobID})
-		return errResult(jobMessage(edge, err))
+	c, res := h.begin(ctx, tool, edge, ask{}, audit.Event{Path: in.JobID})
+	if res != nil {
+		return res
 	}
-	j.outcome(rid, tool, t, "ok", nil, audit.Event{Path: in.JobID, ExitCode: st.ExitCode})
-	return okResult(jobOutput(edge, st))
+	st, err := c.edge.JobCancel(ctx, c.id, id)
+	if err != nil {
+		c.end(outcomeOf(err), err, audit.Event{Path: in.JobID})
+		return errResult(jobMessage(c.name, err))
+	}
+	c.end("ok", nil, audit.Event{Path: in.JobID, ExitCode: st.ExitCode})
+	return okResult(jobOutput(c.name, st))
 }
 
-func (j *jobHandlers) listCommands(ctx context.Context, _ mcp.CallToolRequest, in ListCommandsInput) *mcp.CallToolResult {
-	if err := checkEdgeArg(in.Edge); err != nil {
-		return errResult(err.Error())
+func (h *handlers) listCommands(ctx context.Context, _ mcp.CallToolRequest, in ListCommandsInput) *mcp.CallToolResult {
+	c, res := h.open(ctx, "list_commands", in.Edge, ask{})
+	if res != nil {
+		return res
 	}
-	t := j.resolve(in.Edge)
-	name, err := j.fleet.EdgeName(in.Edge)
+	list, err := c.edge.JobList(ctx, c.id)
 	if err != nil {
-		return errResult(edgeMessage(t.name, err))
+		return errResult(edgeMessage(c.name, err))
 	}
-	list, err := j.fleet.JobList(ctx, in.Edge)
-	if err != nil {
-		return errResult(edgeMessage(t.name, err))
-	}
-	out := ListCommandsOutput{Edge: name, Jobs: make([]JobOutput, 0, len(list.Jobs))}
+	out := ListCommandsOutput{Edge: c.name, Jobs: make([]JobOutput, 0, len(list.Jobs))}
 	for _, st := range list.Jobs {
-		out.Jobs = append(out.Jobs, jobOutput(name, st))
+		out.Jobs = append(out.Jobs, jobOutput(c.name, st))
 	}
 	return okResult(out)
 }

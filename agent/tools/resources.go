@@ -11,6 +11,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
 // MCP resources: the fleet for clients that read resources rather than call tools.
@@ -142,7 +144,11 @@ func infoReader(f Fleet) server.ResourceHandlerFunc {
 		if err != nil {
 			return nil, fmt.Errorf("resource %q: %w", oneLine(uri), err)
 		}
-		info, err := f.DeviceInfo(ctx, name, false)
+		e, err := f.Edge(name)
+		var info protocol.DeviceInfo
+		if err == nil {
+			info, err = e.DeviceInfo(ctx, "", false)
+		}
 		if err != nil {
 			return nil, errors.New(edgeMessage(name, err))
 		}

@@ -20,7 +20,6 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
 // Fleet is what the tools need from the SSH side; *gateway.Gateway implements it. Declared
@@ -28,15 +27,21 @@ import (
 type Fleet interface {
 	Info() gateway.Info
 	Edges(connectedOnly bool) []gateway.EdgeStatus // sorted by name, maps non-nil
-	Exec(ctx context.Context, edge string, p protocol.ExecParams, stdin io.Reader, out func(t protocol.FrameType, b []byte)) (protocol.ExecResult, error)
-	Upload(ctx context.Context, edge string, p protocol.UploadParams, body io.Reader) (protocol.UploadResult, error)
-	DeviceInfo(ctx context.Context, edge string, refresh bool) (protocol.DeviceInfo, error)
+	// Edge resolves a name or fingerprint once; the call's RPCs go through the handle.
+	Edge(ref string) (gateway.Edge, error)
 	RegisterKey(line, name string, labels map[string]string) (gateway.KeyAdded, error)
 	// Inventories lists the edges with the inventory the gateway keeps (find_edges).
 	Inventories(connectedOnly bool) []gateway.EdgeInventory
 	// WatchEdges signals (coalesced) when edges connect or disconnect, until ctx ends.
 	WatchEdges(ctx context.Context) <-chan struct{}
 }
+
+// The gateway must keep serving every tool: a method that drifts from these interfaces
+// fails the build instead of silently dropping the key tools.
+var (
+	_ Fleet    = (*gateway.Gateway)(nil)
+	_ KeyAdmin = (*gateway.Gateway)(nil)
+)
 
 // Config holds the settings the tools enforce. Zero values get the SPEC defaults.
 type Config struct {
@@ -113,7 +118,12 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	if ka, ok := f.(KeyAdmin); ok {
 		addKeyAdminTools(s, h, ka)
 	}
-	h.addLongWorkTools(s) // run_on_edges; jobs and download_file when f is a LongFleet
+	s.AddTool(runOnEdgesTool(), typed(h.runOnEdges))
+	s.AddTool(startCommandTool(), typed(h.startCommand))
+	s.AddTool(getCommandTool(), typed(h.getCommand))
+	s.AddTool(cancelCommandTool(), typed(h.cancelCommand))
+	s.AddTool(listCommandsTool(), typed(h.listCommands))
+	s.AddTool(downloadTool(), typed(h.downloadFile))
 	// Fleet inventory (issue 7): choosing an edge, and the fleet as MCP resources.
 	s.AddTool(findEdgesTool(), typed(h.findEdges))
 	registerResources(s, f)
@@ -181,6 +191,16 @@ func typed[In any](fn func(ctx context.Context, req mcp.CallToolRequest, in In) 
 
 // okResult is a success: structured content plus its JSON text copy.
 func okResult(v any) *mcp.CallToolResult { return mcp.NewToolResultStructuredOnly(v) }
+
+// resultMessage is the one-line message of a failure result.
+func resultMessage(res *mcp.CallToolResult) string {
+	if len(res.Content) > 0 {
+		if t, ok := mcp.AsTextContent(res.Content[0]); ok {
+			return t.Text
+		}
+	}
+	return "refused"
+}
 
 // errResult is a failure with only a one-line message (no structured content).
 func errResult(msg string) *mcp.CallToolResult { return mcp.NewToolResultError(msg) }

@@ -18,17 +18,26 @@ import (
 )
 
 func TestToolsListed(t *testing.T) {
-	h := newHarness(t, &fakeFleet{}, baseConfig())
-	// readOnly, destructive, idempotent, openWorld as SPEC §4.2 gives them.
+	h := newHarness(t, &adminFleet{fakeFleet: &fakeFleet{}}, baseConfig())
+	// readOnly, destructive, idempotent, openWorld, for every tool (the README's tool table).
 	want := map[string][4]bool{
-		"get_status":        {true, false, true, false},
-		"register_edge_key": {false, false, true, false},
-		"get_agent_pubkey":  {true, false, true, false},
-		"run_command":       {false, true, false, true},
-		"upload_file":       {false, true, false, true},
-		"get_device_info":   {true, false, true, true},
-		"run_on_edges":      {false, true, false, true},
-		"find_edges":        {true, false, true, false},
+		"start_command":           {false, true, false, true},
+		"get_command":             {true, false, true, false},
+		"cancel_command":          {false, true, true, false},
+		"list_commands":           {true, false, true, false},
+		"download_file":           {true, false, true, true},
+		"revoke_edge_key":         {false, true, true, false},
+		"list_pending_edges":      {true, false, true, false},
+		"approve_edge":            {false, false, true, false},
+		"create_enrollment_token": {false, false, false, false},
+		"get_status":              {true, false, true, false},
+		"register_edge_key":       {false, false, true, false},
+		"get_agent_pubkey":        {true, false, true, false},
+		"run_command":             {false, true, false, true},
+		"upload_file":             {false, true, false, true},
+		"get_device_info":         {true, false, true, true},
+		"run_on_edges":            {false, true, false, true},
+		"find_edges":              {true, false, true, false},
 	}
 	if len(h.tools) != len(want) {
 		t.Fatalf("got %d tools, want %d", len(h.tools), len(want))

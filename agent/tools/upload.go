@@ -170,20 +170,22 @@ func (h *handlers) uploadFile(ctx context.Context, req mcp.CallToolRequest, in U
 			defer h.release.Soon()
 		}
 	}
-	t := h.resolve(in.Edge)
-	id := h.intent(tool, t, audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
+	c, res := h.begin(ctx, tool, in.Edge, ask{path: p.Path}, audit.Event{Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
+	if res != nil {
+		return res
+	}
 	start := time.Now()
-	res, err := h.fleet.Upload(ctx, in.Edge, p, body)
+	ur, err := c.edge.Upload(ctx, c.id, p, body)
 	// Upload checked the edge's size and SHA-256 against what was sent; with source_path the
 	// SHA-256 is the one computed while sending.
-	ev := audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: cmp.Or(p.SHA256, res.SHA256),
+	ev := audit.Event{Path: p.Path, Bytes: audit.Ptr(p.Size), SHA256: cmp.Or(p.SHA256, ur.SHA256),
 		DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 	if err != nil {
-		h.outcome(id, tool, t, outcomeOf(err), err, ev)
-		return errResult(edgeMessage(t.name, err))
+		c.end(outcomeOf(err), err, ev)
+		return errResult(edgeMessage(c.name, err))
 	}
-	h.outcome(id, tool, t, "ok", nil, ev)
-	out := UploadOutput{Edge: t.name, Path: res.Path, Size: res.Size, SHA256: res.SHA256, Mode: res.Mode}
+	c.end("ok", nil, ev)
+	out := UploadOutput{Edge: c.name, Path: ur.Path, Size: ur.Size, SHA256: ur.SHA256, Mode: ur.Mode}
 	if out.Path == "" {
 		out.Path = p.Path
 	}
