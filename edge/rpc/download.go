@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
@@ -23,28 +20,26 @@ const downloadChunk = protocol.MaxDataFrame
 
 // download sends up to MaxBytes of a regular file as data frames, then its size and the
 // SHA-256 of what was sent. The file is opened through an os.Root on the download directory
-// (EDGE_DOWNLOAD_DIRS, or "/"), so no "..", symlink or rename race leads out of it, and the
-// edge's key and state directory are refused by identity (device and inode), not by name.
+// (EDGE_DOWNLOAD_DIRS or "/", narrowed by the request's Within: see confine), so no "..",
+// symlink or rename race leads out of it, and the edge's key and state directory are
+// refused by identity (device and inode), not by name.
 func (s *Server) download(ctx context.Context, c *call) (any, error) {
 	var p protocol.DownloadParams
-	if err := c.req.DecodeParams(&p); err != nil {
+	if err := decodeValid(c, &p); err != nil {
 		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "download: %v", err)
 	}
 	clean := filepath.Clean(p.Path)
 	c.entry.Path = clean
-	rootDir, rel, err := s.downloadRoot(clean)
+	cf, err := s.confine(clean, p.Within, s.downloads())
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(rootDir)
+	root, err := cf.open()
 	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "download directory %s: %v", rootDir, errors.Unwrap(err))
+		return nil, err
 	}
 	defer root.Close()
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := root.OpenFile(cf.rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fsError("open "+clean, err)
 	}
@@ -92,32 +87,6 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 	res.SHA256 = hex.EncodeToString(h.Sum(nil))
 	res.Truncated = res.Sent < res.Size
 	return res, nil
-}
-
-// downloadRoot picks the directory a download is confined to and the path relative to it.
-func (s *Server) downloadRoot(clean string) (root, rel string, err error) {
-	if slices.Contains(strings.Split(clean, "/"), "..") {
-		return "", "", protocol.Errorf(protocol.CodePolicy, "path %q contains '..'", clean)
-	}
-	if s.protectedPath(clean) {
-		return "", "", protocol.Errorf(protocol.CodePolicy, "%s is the edge's own key or state and cannot be read", clean)
-	}
-	if len(s.cfg.DownloadDirs) == 0 {
-		if clean == "/" {
-			return "", "", protocol.Errorf(protocol.CodeBadRequest, "/ is a directory, not a file")
-		}
-		return "/", strings.TrimPrefix(clean, "/"), nil
-	}
-	for _, d := range s.cfg.DownloadDirs {
-		d = filepath.Clean(d)
-		if under(clean, d) && clean != d {
-			if r, err := filepath.Rel(d, clean); err == nil {
-				return d, r, nil
-			}
-		}
-	}
-	return "", "", protocol.Errorf(protocol.CodePolicy,
-		"%s is outside this edge's download directories (EDGE_DOWNLOAD_DIRS=%s)", clean, strings.Join(s.cfg.DownloadDirs, ","))
 }
 
 // protectedFile reports whether an opened file is the edge's key or lies in its state

@@ -3,17 +3,12 @@ package rpc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"maps"
 	"os"
 	"os/exec"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -34,106 +29,21 @@ const (
 // exec runs one process and streams its output; see protocol.ExecParams.
 func (s *Server) exec(ctx context.Context, c *call) (any, error) {
 	var p protocol.ExecParams
-	if err := c.req.DecodeParams(&p); err != nil {
+	if err := decodeValid(c, &p); err != nil {
 		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "exec: %v", err)
 	}
 	c.entry.Argv, c.entry.Command = p.Argv, p.Command
-	path, err := s.checkExec(&p)
+	pr, err := s.prepare(&p)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCwd(p.Cwd); err != nil {
-		return nil, err
-	}
-	cred, userEnv, err := s.runAs(p.RunAs)
+	r, err := startExec(c, pr, &p)
 	if err != nil {
 		return nil, err
 	}
-
-	cmd := &exec.Cmd{Path: path, Args: p.Argv, Dir: p.Cwd}
-	if p.Command != "" {
-		cmd.Path, cmd.Args = "/bin/sh", []string{"/bin/sh", "-c", p.Command}
-	}
-	cmd.Env = mergeEnv(mergeEnv(os.Environ(), userEnv), p.Env)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	cmd.WaitDelay = pipeGrace
-	stdout := &cappedWriter{fw: c.w, t: protocol.FrameStdout, max: p.MaxOutputBytes}
-	stderr := &cappedWriter{fw: c.w, t: protocol.FrameStderr, max: p.MaxOutputBytes}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	var stdin io.WriteCloser
-	if p.Stdin {
-		if stdin, err = cmd.StdinPipe(); err != nil {
-			return nil, protocol.Errorf(protocol.CodeInternal, "stdin pipe: %v", err)
-		}
-	}
-
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		code := protocol.CodeIO
-		if errors.Is(err, os.ErrNotExist) {
-			code = protocol.CodeNotFound
-		}
-		return nil, protocol.Errorf(code, "start %s: %v", cmd.Path, err)
-	}
-	pgid := cmd.Process.Pid
-
-	events := make(chan streamEvent, 1)
-	var watch sync.WaitGroup
-	watch.Go(func() { events <- watchStream(c.fr, stdin) })
-	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
-
-	timer := time.NewTimer(time.Duration(p.TimeoutMs) * time.Millisecond)
-	defer timer.Stop()
-	res := protocol.ExecResult{}
-	var waitErr error
-	killed := false
-	kill := func() {
-		if !killed {
-			killed = true
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		}
-	}
-wait:
-	for {
-		select {
-		case waitErr = <-waitDone:
-			break wait
-		case <-timer.C:
-			res.TimedOut = true
-			kill()
-		case ev := <-events:
-			if ev != 0 {
-				res.Cancelled = true
-				kill()
-			}
-		case <-ctx.Done():
-			res.Cancelled = true
-			kill()
-		}
-	}
-	res.DurationMs = time.Since(start).Milliseconds()
-	// Unblock the stream watcher (it may sit in a read) before the caller writes the result.
-	if rd, ok := c.stream.(readDeadliner); ok {
-		_ = rd.SetReadDeadline(time.Now())
-		watch.Wait()
-		_ = rd.SetReadDeadline(time.Time{})
-	}
-	res.StdoutTruncated, res.StderrTruncated = stdout.truncated, stderr.truncated
-	ps := cmd.ProcessState
-	if ps == nil {
-		return nil, protocol.Errorf(protocol.CodeIO, "wait %s: %v", cmd.Path, waitErr)
-	}
-	res.ExitCode = ps.ExitCode()
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		res.ExitCode = -1
-		res.Signal = unix.SignalName(ws.Signal())
-		if res.Signal == "" {
-			res.Signal = fmt.Sprintf("SIG%d", int(ws.Signal()))
-		}
+	res, waitErr := r.wait(ctx, time.Duration(p.TimeoutMs)*time.Millisecond)
+	if err := r.finish(c, &res, waitErr); err != nil {
+		return nil, err
 	}
 	code := res.ExitCode
 	c.entry.ExitCode = &code
@@ -146,18 +56,91 @@ wait:
 	return res, nil
 }
 
-// checkCwd refuses a working directory that does not exist or is not a directory.
-func checkCwd(cwd string) error {
-	if cwd == "" {
-		return nil
+// execRun is one started exec: the process, its output writers, and the goroutines that
+// watch the stream (stdin, cancel) and wait for the process.
+type execRun struct {
+	cmd            *exec.Cmd
+	stdout, stderr *cappedWriter
+	start          time.Time
+	events         chan streamEvent // from watchStream
+	watch          sync.WaitGroup   // watchStream
+	waitDone       chan error       // cmd.Wait's result
+}
+
+// startExec starts pr with its output sent as frames on c (capped at p.MaxOutputBytes) and,
+// when p.Stdin, its input fed from the data frames that follow the request.
+func startExec(c *call, pr proc, p *protocol.ExecParams) (*execRun, error) {
+	cmd := pr.command()
+	cmd.WaitDelay = pipeGrace
+	r := &execRun{cmd: cmd, events: make(chan streamEvent, 1), waitDone: make(chan error, 1),
+		stdout: &cappedWriter{fw: c.w, t: protocol.FrameStdout, max: p.MaxOutputBytes},
+		stderr: &cappedWriter{fw: c.w, t: protocol.FrameStderr, max: p.MaxOutputBytes}}
+	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
+	var stdin io.WriteCloser
+	if p.Stdin {
+		var err error
+		if stdin, err = cmd.StdinPipe(); err != nil {
+			return nil, protocol.Errorf(protocol.CodeInternal, "stdin pipe: %v", err)
+		}
 	}
-	st, err := os.Stat(cwd)
-	if err != nil {
-		return protocol.Errorf(protocol.CodeNotFound, "cwd %s: %v", cwd, errors.Unwrap(err))
+	r.start = time.Now()
+	if err := cmd.Start(); err != nil {
+		code := protocol.CodeIO
+		if errors.Is(err, os.ErrNotExist) {
+			code = protocol.CodeNotFound
+		}
+		return nil, protocol.Errorf(code, "start %s: %v", cmd.Path, err)
 	}
-	if !st.IsDir() {
-		return protocol.Errorf(protocol.CodeBadRequest, "cwd %s is not a directory", cwd)
+	r.watch.Go(func() { r.events <- watchStream(c.fr, stdin) })
+	go func() { r.waitDone <- cmd.Wait() }()
+	return r, nil
+}
+
+// wait waits for the process to end. On timeout, a cancel frame, the gateway going away or
+// the edge shutting down (ctx) it kills the whole process group, once, and keeps waiting.
+func (r *execRun) wait(ctx context.Context, timeout time.Duration) (res protocol.ExecResult, waitErr error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	killed := false
+	kill := func() {
+		if !killed {
+			killed = true
+			_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+		}
 	}
+	for {
+		select {
+		case waitErr = <-r.waitDone:
+			return res, waitErr
+		case <-timer.C:
+			res.TimedOut = true
+			kill()
+		case ev := <-r.events:
+			if ev != 0 {
+				res.Cancelled = true
+				kill()
+			}
+		case <-ctx.Done():
+			res.Cancelled = true
+			kill()
+		}
+	}
+}
+
+// finish completes res once the process has ended: duration, truncation and exit status. It
+// first stops the stream watcher (it may sit in a read), so the caller can write the result.
+func (r *execRun) finish(c *call, res *protocol.ExecResult, waitErr error) error {
+	res.DurationMs = time.Since(r.start).Milliseconds()
+	if rd, ok := c.stream.(readDeadliner); ok {
+		_ = rd.SetReadDeadline(time.Now())
+		r.watch.Wait()
+		_ = rd.SetReadDeadline(time.Time{})
+	}
+	res.StdoutTruncated, res.StderrTruncated = r.stdout.truncated, r.stderr.truncated
+	if r.cmd.ProcessState == nil {
+		return protocol.Errorf(protocol.CodeIO, "wait %s: %v", r.cmd.Path, waitErr)
+	}
+	res.ExitCode, res.Signal = exitStatus(r.cmd.ProcessState)
 	return nil
 }
 
@@ -199,25 +182,6 @@ func watchStream(fr *protocol.Reader, stdin io.WriteCloser) streamEvent {
 			return eventGone
 		}
 	}
-}
-
-// mergeEnv overlays over on the edge's own environment; the result is sorted by name.
-func mergeEnv(base []string, over map[string]string) []string {
-	m := make(map[string]string, len(base)+len(over))
-	for _, kv := range base {
-		for i := 0; i < len(kv); i++ {
-			if kv[i] == '=' {
-				m[kv[:i]] = kv[i+1:]
-				break
-			}
-		}
-	}
-	maps.Copy(m, over)
-	out := make([]string, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, k+"="+m[k])
-	}
-	return out
 }
 
 // cappedWriter sends process output as frames up to max bytes, then discards the rest (so the

@@ -43,11 +43,8 @@ func (s *Server) job(_ context.Context, c *call) (any, error) {
 		return s.jobStart(c)
 	case protocol.MethodJobGet:
 		var p protocol.JobGetParams
-		if err := c.req.DecodeParams(&p); err != nil {
+		if err := decodeValid(c, &p); err != nil {
 			return nil, err
-		}
-		if err := p.Validate(); err != nil {
-			return nil, protocol.Errorf(protocol.CodeBadRequest, "job_get: %v", err)
 		}
 		return s.jobRead(p.ID, p.Since, p.MaxBytes)
 	case protocol.MethodJobCancel:
@@ -81,25 +78,15 @@ func (s *Server) retention() time.Duration {
 	return defaultJobRetention
 }
 
-// jobStart checks the request like exec does, writes the journal and starts the supervisor.
+// jobStart prepares the process as exec does, writes the journal and starts the supervisor.
 func (s *Server) jobStart(c *call) (any, error) {
 	var p protocol.JobStartParams
-	if err := c.req.DecodeParams(&p); err != nil {
+	if err := decodeValid(c, &p); err != nil {
 		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "job_start: %v", err)
 	}
 	e := &p.Exec
 	c.entry.Argv, c.entry.Command = e.Argv, e.Command
-	path, err := s.checkExec(e)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkCwd(e.Cwd); err != nil {
-		return nil, err
-	}
-	cred, userEnv, err := s.runAs(e.RunAs)
+	pr, err := s.prepare(e)
 	if err != nil {
 		return nil, err
 	}
@@ -114,38 +101,45 @@ func (s *Server) jobStart(c *call) (any, error) {
 		return nil, protocol.Errorf(protocol.CodeBusy, "%d jobs are running on this edge (the most it keeps): wait for some to finish", running)
 	}
 
-	spec := jobSpec{Path: path, Args: e.Argv, Dir: e.Cwd, TimeoutMs: e.TimeoutMs, Cred: cred,
-		Env: mergeEnv(mergeEnv(os.Environ(), userEnv), e.Env), Stdin: p.StdinData != ""}
-	if e.Command != "" {
-		spec.Path, spec.Args = "/bin/sh", []string{"/bin/sh", "-c", e.Command}
-	}
+	spec := pr.jobSpec()
+	spec.TimeoutMs, spec.Stdin = e.TimeoutMs, p.StdinData != ""
 	spec.MaxOutput = s.cfg.JobOutputMax
 	if spec.MaxOutput <= 0 {
 		spec.MaxOutput = defaultJobOutputMax
 	}
 	spec.MaxOutput = min(spec.MaxOutput, max(e.MaxOutputBytes, 1))
-
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	id := hex.EncodeToString(rnd[:])
-	dir := filepath.Join(s.jobsDir(), id)
-	if err := os.MkdirAll(s.jobsDir(), 0o700); err != nil {
-		return nil, protocol.Errorf(protocol.CodeIO, "job journal: %v", err)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return nil, protocol.Errorf(protocol.CodeIO, "job journal: %v", err)
-	}
-	fail := func(err error) (any, error) {
-		_ = os.RemoveAll(dir)
-		return nil, err
-	}
 	meta := jobMeta{Argv: e.Argv, Command: e.Command, RunAs: e.RunAs, TimeoutMs: e.TimeoutMs,
 		StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	id, err := s.createJob(spec, meta, p.StdinData)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("job started", "job", id, "argv", e.Argv, "command", e.Command, "run_as", e.RunAs)
+	return s.jobRead(id, 0, 0)
+}
+
+// createJob writes a new job's journal (spec, stdin, meta) under a fresh id and starts
+// its supervisor. On failure nothing of the journal is left.
+func (s *Server) createJob(spec jobSpec, meta jobMeta, stdin string) (id string, err error) {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	id = hex.EncodeToString(rnd[:])
+	dir := filepath.Join(s.jobsDir(), id)
+	if err := os.MkdirAll(s.jobsDir(), 0o700); err != nil {
+		return "", protocol.Errorf(protocol.CodeIO, "job journal: %v", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", protocol.Errorf(protocol.CodeIO, "job journal: %v", err)
+	}
+	fail := func(err error) (string, error) {
+		_ = os.RemoveAll(dir)
+		return "", err
+	}
 	if err := writeJSONFile(filepath.Join(dir, jobSpecFile), spec); err != nil {
 		return fail(protocol.Errorf(protocol.CodeIO, "job journal: %v", err))
 	}
 	if spec.Stdin {
-		if err := os.WriteFile(filepath.Join(dir, jobStdinFile), []byte(p.StdinData), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, jobStdinFile), []byte(stdin), 0o600); err != nil {
 			return fail(protocol.Errorf(protocol.CodeIO, "job journal: %v", err))
 		}
 	}
@@ -155,8 +149,7 @@ func (s *Server) jobStart(c *call) (any, error) {
 	if err := s.startSupervisor(dir); err != nil {
 		return fail(err)
 	}
-	s.log.Info("job started", "job", id, "argv", e.Argv, "command", e.Command, "run_as", e.RunAs)
-	return s.jobRead(id, 0, 0)
+	return id, nil
 }
 
 // startSupervisor runs RunJob's first stage and waits for the supervisor's "ok".

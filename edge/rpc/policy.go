@@ -3,6 +3,7 @@ package rpc
 import (
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,32 +13,17 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-// loaderEnv are variables that change which code a process loads or runs before its main:
-// with an allowlist in force a caller may not set them (nor PATH), or the allowlist means
-// nothing. Prefixes end in '_' or '*'.
-var loaderEnvNames = []string{
-	"PATH", "GCONV_PATH", "GETCONF_DIR", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
-	"NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TMPDIR", "TZDIR", "GLIBC_TUNABLES",
-	"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS", "CDPATH", "PS4", "PROMPT_COMMAND",
-	"PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PERL5LIB", "PERL5OPT", "PERLLIB", "RUBYLIB",
-	"RUBYOPT", "NODE_OPTIONS", "NODE_PATH", "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "GIT_EXEC_PATH",
-	"GIT_CONFIG_GLOBAL", "GIT_SSH", "GIT_SSH_COMMAND", "EDITOR", "VISUAL", "PAGER", "SSL_CERT_FILE",
-}
-
-var loaderEnvPrefixes = []string{"LD_", "DYLD_", "MALLOC_", "BASH_FUNC_"}
-
-// forbiddenEnv reports whether name may not be set by a caller while an allowlist is in force.
-func forbiddenEnv(name string) bool {
-	up := strings.ToUpper(name)
-	if slices.Contains(loaderEnvNames, up) {
-		return true
+// decodeValid decodes a request's params into p and applies the protocol's validation: the
+// shape and bounds (NUL bytes, sizes) that hold at the trust boundary whatever the gateway
+// checked. The edge's own policy comes on top.
+func decodeValid(c *call, p interface{ Validate() error }) error {
+	if err := c.req.DecodeParams(p); err != nil {
+		return err
 	}
-	for _, p := range loaderEnvPrefixes {
-		if strings.HasPrefix(up, p) {
-			return true
-		}
+	if err := p.Validate(); err != nil {
+		return protocol.Errorf(protocol.CodeBadRequest, "%s: %v", c.req.Method, err)
 	}
-	return false
+	return nil
 }
 
 // checkExec applies the exec policy and returns the absolute executable path to run (empty
@@ -72,8 +58,8 @@ func (s *Server) checkExec(p *protocol.ExecParams) (string, error) {
 		return "", protocol.Errorf(protocol.CodePolicy,
 			"executable %s is not in this edge's EDGE_ALLOW_COMMANDS", real)
 	}
-	for k := range p.Env {
-		if forbiddenEnv(k) {
+	for _, k := range slices.Sorted(maps.Keys(p.Env)) {
+		if protocol.ForbiddenEnv(k) {
 			return "", protocol.Errorf(protocol.CodePolicy,
 				"env %s may not be set on this edge (EDGE_ALLOW_COMMANDS is in force)", k)
 		}
@@ -87,31 +73,115 @@ func under(path, dir string) bool {
 	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }
 
-// uploadRoot picks the directory an upload is confined to and the path relative to it.
-// Without UploadDirs the root is "/", which still stops symlink games at the final step.
-func (s *Server) uploadRoot(path string) (root, rel string, err error) {
+// transfer is one direction of file transfer, for confine's rules and messages.
+type transfer struct {
+	name string   // "upload" or "download"
+	env  string   // the variable that sets dirs
+	verb string   // what the edge's key and state cannot be: "written" or "read"
+	dirs []string // the edge's own directories for it; empty = any
+}
+
+// uploads is the edge's rule set for uploads.
+func (s *Server) uploads() transfer {
+	return transfer{"upload", "EDGE_UPLOAD_DIRS", "written", s.cfg.UploadDirs}
+}
+
+// downloads is the edge's rule set for downloads.
+func (s *Server) downloads() transfer {
+	return transfer{"download", "EDGE_DOWNLOAD_DIRS", "read", s.cfg.DownloadDirs}
+}
+
+// confinement is where one transfer may reach: outer is opened by name, inner (a directory
+// below it, or "") through it, so that no "..", symlink or rename leads out of either; the
+// target is rel inside the innermost of the two.
+type confinement struct {
+	what  string // "upload" or "download", for messages
+	outer string // absolute
+	inner string // relative to outer
+	rel   string // the target, relative to dir()
+}
+
+// dir is the innermost directory the target is confined to.
+func (cf confinement) dir() string { return filepath.Join(cf.outer, cf.inner) }
+
+// open opens the innermost directory as an os.Root: outer by name, then inner inside it.
+func (cf confinement) open() (*os.Root, error) {
+	root, err := os.OpenRoot(cf.outer)
+	if err != nil {
+		return nil, protocol.Errorf(protocol.CodeNotFound, "%s directory %s: %v", cf.what, cf.outer, errors.Unwrap(err))
+	}
+	if cf.inner == "" {
+		return root, nil
+	}
+	defer root.Close()
+	in, err := root.OpenRoot(cf.inner)
+	if err != nil {
+		return nil, fsError(cf.what+" directory "+cf.dir(), err)
+	}
+	return in, nil
+}
+
+// confine checks a transfer's path against the edge's own directories (t.dirs) and the
+// directories the gateway's policy confines this call to (within): the path must lie below
+// one of each. Of the two, the shorter is opened by name and the longer inside it, so both
+// hold without races. Without either the root is "/", which still stops symlink games at the
+// final step.
+func (s *Server) confine(path string, within []string, t transfer) (confinement, error) {
 	if slices.Contains(strings.Split(path, "/"), "..") {
-		return "", "", protocol.Errorf(protocol.CodePolicy, "path %q contains '..'", path)
+		return confinement{}, protocol.Errorf(protocol.CodePolicy, "path %q contains '..'", path)
 	}
 	clean := filepath.Clean(path)
 	if s.protectedPath(clean) {
-		return "", "", protocol.Errorf(protocol.CodePolicy, "%s is the edge's own key or state and cannot be written", clean)
+		return confinement{}, protocol.Errorf(protocol.CodePolicy, "%s is the edge's own key or state and cannot be %s", clean, t.verb)
 	}
-	if len(s.cfg.UploadDirs) == 0 {
-		return "/", strings.TrimPrefix(clean, "/"), nil
+	cf := confinement{what: t.name, outer: "/"}
+	if len(t.dirs) > 0 {
+		d, ok := firstBelow(clean, t.dirs)
+		if !ok {
+			return cf, protocol.Errorf(protocol.CodePolicy,
+				"%s is outside this edge's %s directories (%s=%s)", clean, t.name, t.env, strings.Join(t.dirs, ","))
+		}
+		cf.outer = d
 	}
-	for _, d := range s.cfg.UploadDirs {
-		d = filepath.Clean(d)
-		if under(clean, d) && clean != d {
-			r, err := filepath.Rel(d, clean)
-			if err != nil {
-				break
-			}
-			return d, r, nil
+	if len(within) > 0 {
+		w, ok := firstBelow(clean, within)
+		if !ok {
+			return cf, protocol.Errorf(protocol.CodePolicy,
+				"%s is outside the directories the gateway's policy allows for this call (%s)", clean, strings.Join(within, ","))
+		}
+		cf.outer, cf.inner = nest(cf.outer, w)
+	}
+	cf.rel, _ = filepath.Rel(cf.dir(), clean)
+	if cf.rel == "." {
+		return cf, protocol.Errorf(protocol.CodeBadRequest, "%s is a directory, not a file", clean)
+	}
+	return cf, nil
+}
+
+// firstBelow returns the first of dirs that clean lies strictly below.
+func firstBelow(clean string, dirs []string) (string, bool) {
+	for _, d := range dirs {
+		if d = filepath.Clean(d); under(clean, d) && clean != d {
+			return d, true
 		}
 	}
-	return "", "", protocol.Errorf(protocol.CodePolicy,
-		"%s is outside this edge's upload directories (EDGE_UPLOAD_DIRS=%s)", clean, strings.Join(s.cfg.UploadDirs, ","))
+	return "", false
+}
+
+// nest orders two directories that both lie above one path: the shorter is opened by name,
+// the longer (relative to it) inside it. Outer "/" (no directories of the edge's own) gives
+// way to w, opened by name like the edge's directories are.
+func nest(outer, w string) (string, string) {
+	switch {
+	case outer == "/" || outer == w:
+		return w, ""
+	case under(w, outer):
+		rel, _ := filepath.Rel(outer, w)
+		return outer, rel
+	default:
+		rel, _ := filepath.Rel(w, outer)
+		return w, rel
+	}
 }
 
 // protectedPath reports whether a clean absolute path names the key file or lies in the

@@ -56,7 +56,7 @@ type Server struct {
 	log     *slog.Logger
 	sem     chan struct{}
 	logMu   sync.Mutex
-	release memory.Releaser // after big transfers: back to the idle footprint (SPEC §3)
+	release memory.Releaser // after big transfers: back to the idle footprint
 }
 
 // NewServer returns a server enforcing cfg. A MaxConcurrent below 1 means 32.

@@ -116,8 +116,8 @@ func supervise(dir string, status *os.File) int {
 		return fail("pipe: %v", err)
 	}
 	defer pr.Close()
-	cmd := &exec.Cmd{Path: spec.Path, Args: spec.Args, Env: spec.Env, Dir: spec.Dir, Stdout: pw, Stderr: pw,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: spec.Cred}}
+	cmd := spec.proc().command()
+	cmd.Stdout, cmd.Stderr = pw, pw
 	stdinPath := filepath.Join(dir, jobStdinFile)
 	if spec.Stdin {
 		f, err := os.Open(stdinPath)
@@ -169,9 +169,8 @@ func supervise(dir string, status *os.File) int {
 	case ps == nil:
 		ex.Status, ex.ExitCode, ex.Error = protocol.JobLost, -1, fmt.Sprint(waitErr)
 	default:
-		ex.ExitCode = ps.ExitCode()
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			ex.ExitCode, ex.Signal, ex.Status = -1, signalName(ws.Signal()), protocol.JobKilled
+		if ex.ExitCode, ex.Signal = exitStatus(ps); ex.Signal != "" {
+			ex.Status = protocol.JobKilled
 		}
 	}
 	switch {
@@ -185,14 +184,6 @@ func supervise(dir string, status *os.File) int {
 		return 1
 	}
 	return 0
-}
-
-// signalName is e.g. "SIGKILL".
-func signalName(sig syscall.Signal) string {
-	if n := unix.SignalName(sig); n != "" {
-		return n
-	}
-	return fmt.Sprintf("SIG%d", int(sig))
 }
 
 // copyJournal copies r into the output file up to max bytes, then drains r (so the process

@@ -23,11 +23,8 @@ const maxUploadSize = 1 << 40
 // SHA-256, mode, then a rename (or a link, which cannot clobber, when overwrite is false).
 func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 	var p protocol.UploadParams
-	if err := c.req.DecodeParams(&p); err != nil {
+	if err := decodeValid(c, &p); err != nil {
 		return nil, err
-	}
-	if err := p.Validate(); err != nil {
-		return nil, protocol.Errorf(protocol.CodeBadRequest, "upload: %v", err)
 	}
 	c.entry.Path = p.Path
 	if p.Size > maxUploadSize {
@@ -42,18 +39,18 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 	}
 	want := strings.ToLower(p.SHA256) // "" with SHA256Trailer (Validate): it follows the content
 
-	rootDir, rel, err := s.uploadRoot(p.Path)
+	cf, err := s.confine(p.Path, p.Within, s.uploads())
 	if err != nil {
 		return nil, err
 	}
 	clean := filepath.Clean(p.Path)
-	dirRel, base := path.Dir(rel), path.Base(rel)
-	if rel == "" || base == "." || base == "/" {
+	dirRel, base := path.Dir(cf.rel), path.Base(cf.rel)
+	if base == "." || base == "/" {
 		return nil, protocol.Errorf(protocol.CodeBadRequest, "path %s names a directory, not a file", clean)
 	}
-	root, err := os.OpenRoot(rootDir)
+	root, err := cf.open()
 	if err != nil {
-		return nil, protocol.Errorf(protocol.CodeNotFound, "upload directory %s: %v", rootDir, errors.Unwrap(err))
+		return nil, err
 	}
 	defer root.Close()
 	if p.CreateDirs && dirRel != "." {
@@ -212,7 +209,7 @@ func fsError(what string, err error) error {
 	case errors.Is(err, fs.ErrExist):
 		return protocol.Errorf(protocol.CodeExists, "%s: %v", what, err)
 	case strings.Contains(err.Error(), "escapes from parent"), strings.Contains(err.Error(), "path escapes"):
-		return protocol.Errorf(protocol.CodePolicy, "%s: path leaves the upload directory: %v", what, err)
+		return protocol.Errorf(protocol.CodePolicy, "%s: path leaves the allowed directory: %v", what, err)
 	}
 	return protocol.Errorf(protocol.CodeIO, "%s: %v", what, err)
 }

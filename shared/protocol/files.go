@@ -3,6 +3,7 @@ package protocol
 import (
 	"errors"
 	"fmt"
+	"path"
 )
 
 // MethodDownload reads a file: the edge sends its bytes as FrameData frames, then the result.
@@ -12,18 +13,55 @@ const MethodDownload = "download"
 type DownloadParams struct {
 	Path     string `json:"path"`
 	MaxBytes int64  `json:"max_bytes"`
+	// Within confines this download to directories the gateway's policy allows: Path must lie
+	// below one of them as well as inside the edge's own EDGE_DOWNLOAD_DIRS, enforced as
+	// UploadParams.Within is. Empty: only the edge's own directories apply.
+	Within []string `json:"within,omitempty"`
 }
 
-// Validate checks the path and bound.
+// MaxWithin bounds how many directories UploadParams.Within and DownloadParams.Within name.
+const MaxWithin = 64
+
+// Validate checks the path, the confinement and the bound.
 func (p *DownloadParams) Validate() error {
-	if p.Path == "" || p.Path[0] != '/' {
-		return fmt.Errorf("path %q must be absolute", trunc(p.Path))
-	}
-	if len(p.Path) > MaxPathLen || containsAny(p.Path, "\x00") {
-		return errors.New("path is too long or contains NUL")
+	if err := validateTarget(p.Path, p.Within); err != nil {
+		return err
 	}
 	if p.MaxBytes < 0 {
 		return errors.New("max_bytes is negative")
+	}
+	return nil
+}
+
+// validateTarget checks a transfer's path and the directories it is confined to.
+func validateTarget(name string, within []string) error {
+	if err := validateAbsPath("path", name); err != nil {
+		return err
+	}
+	return validateWithin(within)
+}
+
+// validateAbsPath refuses a path that is not absolute, too long or holds a NUL byte.
+func validateAbsPath(field, name string) error {
+	if name == "" || name[0] != '/' {
+		return fmt.Errorf("%s %q must be absolute", field, trunc(name))
+	}
+	return validateText(field, name, MaxPathLen)
+}
+
+// validateWithin checks a confinement list: at most MaxWithin absolute, clean directories.
+func validateWithin(within []string) error {
+	if len(within) > MaxWithin {
+		return fmt.Errorf("within has %d entries (max %d)", len(within), MaxWithin)
+	}
+	for i, dir := range within {
+		field := fmt.Sprintf("within[%d]", i)
+		if err := validateAbsPath(field, dir); err != nil {
+			return err
+		}
+		if clean := path.Clean(dir); clean != dir {
+			return fmt.Errorf("%s %q is not a clean path: use %q", field, trunc(dir), trunc(clean))
+		}
 	}
 	return nil
 }

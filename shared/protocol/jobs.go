@@ -15,7 +15,7 @@ const (
 	MethodJobList   = "job_list"
 )
 
-// Job statuses (SPEC §4.3).
+// Job statuses, as job_get and job_list report them.
 const (
 	JobRunning  = "running"
 	JobExited   = "exited"

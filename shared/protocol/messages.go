@@ -136,6 +136,12 @@ type UploadParams struct {
 	Mode          uint32 `json:"mode"` // permission bits only
 	Overwrite     bool   `json:"overwrite"`
 	CreateDirs    bool   `json:"create_dirs"`
+	// Within confines this upload to directories the gateway's policy allows: Path must lie
+	// below one of them as well as inside the edge's own EDGE_UPLOAD_DIRS (the gateway can
+	// only narrow the edge's policy). Each is absolute and clean, names an existing directory
+	// and is enforced like the edge's own: no "..", no symlink leading out. Empty: only the
+	// edge's own directories apply. An edge older than this field refuses it as unknown.
+	Within []string `json:"within,omitempty"`
 }
 
 // UploadResult is what the edge wrote and verified.
@@ -153,7 +159,8 @@ type DeviceInfoParams struct {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
-// ValidName reports whether s is a valid edge name (SPEC §5), after case folding by the caller.
+// ValidName reports whether s is a valid edge name (lower-case letters, digits, '.', '_' and
+// '-', starting with a letter or digit, at most 63 bytes), after case folding by the caller.
 func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // Validate checks a Hello received from an edge, and normalises it: maps are never nil.
@@ -206,27 +213,26 @@ func trunc(s string) string {
 	return s
 }
 
-// Validate checks exec parameters for shape and bounds; policy is the edge's business.
+// Validate checks exec parameters for shape and bounds: what holds at the trust boundary
+// whatever the gateway checked. Policy is the edge's business. Each message names the field.
 func (p *ExecParams) Validate() error {
 	if (len(p.Argv) == 0) == (p.Command == "") {
 		return errors.New("exactly one of argv or command is required")
 	}
-	if len(p.Argv) > MaxArgv {
-		return fmt.Errorf("argv has %d elements (max %d)", len(p.Argv), MaxArgv)
+	if err := validateArgv(p.Argv); err != nil {
+		return err
 	}
-	if len(p.Argv) > 0 && p.Argv[0] == "" {
-		return errors.New("argv[0] is empty")
+	if len(p.Command) > MaxStringLen {
+		return fmt.Errorf("command is %d bytes (max %d): put a long script in a file and run that", len(p.Command), MaxStringLen)
 	}
-	if len(p.Env) > MaxEnv {
-		return fmt.Errorf("env has %d entries (max %d)", len(p.Env), MaxEnv)
+	if err := validateText("command", p.Command, MaxStringLen); err != nil {
+		return err
 	}
-	for k := range p.Env {
-		if k == "" || len(k) > 256 || containsAny(k, "=\x00") {
-			return fmt.Errorf("env name %q is invalid", trunc(k))
-		}
+	if err := validateEnv(p.Env); err != nil {
+		return err
 	}
-	if len(p.Cwd) > MaxPathLen {
-		return errors.New("cwd too long")
+	if err := validateText("cwd", p.Cwd, MaxPathLen); err != nil {
+		return err
 	}
 	if p.TimeoutMs <= 0 {
 		return errors.New("timeout_ms must be positive")
@@ -240,13 +246,72 @@ func (p *ExecParams) Validate() error {
 	return nil
 }
 
+// MaxArgvBytes bounds the bytes of all argv elements together, which leaves room in the
+// request's JSON frame (MaxJSONFrame) for escaping and the other fields.
+const MaxArgvBytes = MaxJSONFrame / 2
+
+// validateArgv bounds argv's length, element by element and in total, and refuses an empty
+// program name and NUL bytes (which no exec system call can pass on).
+func validateArgv(argv []string) error {
+	if len(argv) > MaxArgv {
+		return fmt.Errorf("argv has %d elements (max %d)", len(argv), MaxArgv)
+	}
+	if len(argv) > 0 && argv[0] == "" {
+		return errors.New("argv[0] is empty: give the program to run")
+	}
+	total := 0
+	for i, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("argv[%d] contains a NUL byte", i)
+		}
+		total += len(a)
+	}
+	if total > MaxArgvBytes {
+		return fmt.Errorf("argv is %d bytes in total (max %d)", total, MaxArgvBytes)
+	}
+	return nil
+}
+
+// validateEnv bounds the environment a caller adds: entry count, name syntax, value size and
+// NUL bytes. Names are checked in sorted order, so the message is the same on every call.
+func validateEnv(env map[string]string) error {
+	if len(env) > MaxEnv {
+		return fmt.Errorf("env has %d entries (max %d)", len(env), MaxEnv)
+	}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		if k == "" || len(k) > 256 || containsAny(k, "=\x00") {
+			return fmt.Errorf("env name %q is invalid: 1 to 256 bytes, no '=' and no NUL", trunc(k))
+		}
+		if problem := textProblem(env[k], MaxStringLen); problem != "" {
+			return fmt.Errorf("env %q: value %s", trunc(k), problem)
+		}
+	}
+	return nil
+}
+
+// validateText refuses a string field longer than max bytes or holding a NUL byte.
+func validateText(field, s string, max int) error {
+	if problem := textProblem(s, max); problem != "" {
+		return fmt.Errorf("%s %s", field, problem)
+	}
+	return nil
+}
+
+// textProblem says what is wrong with a string bounded to max bytes, or "" if nothing is.
+func textProblem(s string, max int) string {
+	switch {
+	case len(s) > max:
+		return fmt.Sprintf("is %d bytes (max %d)", len(s), max)
+	case strings.IndexByte(s, 0) >= 0:
+		return "contains a NUL byte"
+	}
+	return ""
+}
+
 // Validate checks upload parameters for shape and bounds.
 func (p *UploadParams) Validate() error {
-	if p.Path == "" || p.Path[0] != '/' {
-		return fmt.Errorf("path %q must be absolute", trunc(p.Path))
-	}
-	if len(p.Path) > MaxPathLen || containsAny(p.Path, "\x00") {
-		return errors.New("path is too long or contains NUL")
+	if err := validateTarget(p.Path, p.Within); err != nil {
+		return err
 	}
 	if p.Size < 0 {
 		return errors.New("size is negative")
