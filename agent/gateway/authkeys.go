@@ -149,32 +149,14 @@ func (s *keyStore) changed() bool {
 // (editors and atomic writes replace the file), debounced, plus a cheap stat check every
 // reloadPoll.
 func (s *keyStore) watch(ctx context.Context) {
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if w, err := fsnotify.NewWatcher(); err != nil {
-		s.log.Warn("authorized_keys: no file watcher, checking every few seconds", "err", err)
-	} else {
-		defer w.Close()
-		if err := w.Add(filepath.Dir(s.path)); err != nil {
-			s.log.Warn("authorized_keys: cannot watch directory, checking every few seconds", "dir", filepath.Dir(s.path), "err", err)
-		} else {
-			events, errs = w.Events, w.Errors
-		}
-	}
+	events, errs, closeWatcher := s.watchDir()
+	defer closeWatcher()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
 	poll := time.NewTicker(reloadPoll)
 	defer poll.Stop()
 	base := filepath.Base(s.path)
-	reload := func() {
-		removed, err := s.reload()
-		if err != nil {
-			s.log.Error("authorized_keys: reload failed, keeping the previous keys", "err", err)
-			return
-		}
-		s.log.Info("authorized_keys reloaded", "file", s.path, "keys", len(s.snapshot().byFP), "removed", removed)
-	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -182,25 +164,49 @@ func (s *keyStore) watch(ctx context.Context) {
 		case ev, ok := <-events:
 			if !ok {
 				events = nil
-				continue
-			}
-			if filepath.Base(ev.Name) == base {
+			} else if filepath.Base(ev.Name) == base {
 				debounce.Reset(reloadDebounce)
 			}
 		case err, ok := <-errs:
 			if !ok {
 				errs = nil
-				continue
+			} else {
+				s.log.Warn("authorized_keys: watcher error", "err", err)
 			}
-			s.log.Warn("authorized_keys: watcher error", "err", err)
 		case <-debounce.C:
-			reload()
+			s.reloadLogged()
 		case <-poll.C:
 			if s.changed() {
-				reload()
+				s.reloadLogged()
 			}
 		}
 	}
+}
+
+// watchDir watches the file's directory with inotify. Without a watcher (nil channels, and
+// logged) the stat check alone notices changes.
+func (s *keyStore) watchDir() (<-chan fsnotify.Event, <-chan error, func()) {
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		s.log.Warn("authorized_keys: no file watcher, checking every few seconds", "err", err)
+		return nil, nil, func() {}
+	}
+	if err := w.Add(filepath.Dir(s.path)); err != nil {
+		w.Close()
+		s.log.Warn("authorized_keys: cannot watch directory, checking every few seconds", "dir", filepath.Dir(s.path), "err", err)
+		return nil, nil, func() {}
+	}
+	return w.Events, w.Errors, func() { w.Close() }
+}
+
+// reloadLogged reloads the file and logs the outcome; a failed reload keeps the previous keys.
+func (s *keyStore) reloadLogged() {
+	removed, err := s.reload()
+	if err != nil {
+		s.log.Error("authorized_keys: reload failed, keeping the previous keys", "err", err)
+		return
+	}
+	s.log.Info("authorized_keys reloaded", "file", s.path, "keys", len(s.snapshot().byFP), "removed", removed)
 }
 
 // register appends one key (see Gateway.RegisterKey for the contract).

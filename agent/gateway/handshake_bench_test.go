@@ -50,7 +50,7 @@ func BenchmarkHandshake(b *testing.B) {
 
 func benchHandshake(b *testing.B, kex []string, inventory bool) {
 	// One key per connection: a key that reconnects within shortSession draws a penalty, and
-	// eight penalised keys penalise their address, which would measure refusals instead.
+	// eight penalized keys penalize their address, which would measure refusals instead.
 	dir := b.TempDir()
 	signers := make([]ssh.Signer, b.N)
 	var ak strings.Builder

@@ -32,7 +32,7 @@ const (
 )
 
 // Source penalties: once sourceKeys distinct keys connecting from one address have drawn
-// penalties (each within penaltyForget of the last), the address itself is penalised for
+// penalties (each within penaltyForget of the last), the address itself is penalized for
 // sourcePenalty after the latest: its connections are closed as they are accepted, before the
 // key exchange that makes a connection cost something, and its handshakes under way end at
 // their next packet (handshakeConn). Per key alone, a hundred compromised devices behind one
@@ -57,7 +57,7 @@ const (
 )
 
 // penaltyBox remembers the offences of authorized keys, by fingerprint, and of the addresses
-// they connect from.
+// they connect from, and which of the events they caused were reported lately.
 type penaltyBox struct {
 	mu      sync.Mutex
 	m       map[string]*penalty
@@ -67,6 +67,11 @@ type penaltyBox struct {
 	// sourceLeft looks the address up, after it answers without the lock. It is read on
 	// every read of every handshake (handshakeConn).
 	sourcesUntil atomic.Int64
+
+	// One de-duplication per kind of event (admission.offend, admission.refused): a key's
+	// penalty is audited once a minute, a refusal once per key, address and reason a minute.
+	penalizedEvents *failLimiter
+	refusedEvents   *failLimiter
 }
 
 // penalty is one key's record.
@@ -78,18 +83,26 @@ type penalty struct {
 	held    bool      // a connection of this key is held (penaltyBox.hold)
 }
 
-// source is one address's record: the keys penalised from it, up to sourceKeys.
+// source is one address's record: the keys penalized from it, up to sourceKeys.
 type source struct {
 	keys  map[string]struct{}
 	until time.Time // end of the address's penalty; zero before sourceKeys were reached
 	last  time.Time // last key penalty from the address
 }
 
-// newPenaltyBox adds up to a quarter to every penalty, so that keys penalised together (a
+// newPenaltyBox adds up to a quarter to every penalty, so that keys penalized together (a
 // fleet of compromised devices) do not all come back in the same instant.
 func newPenaltyBox() *penaltyBox {
+	b := newExactPenaltyBox()
+	b.jitter = func(d time.Duration) time.Duration { return rand.N(d/4 + 1) }
+	return b
+}
+
+// newExactPenaltyBox is a penalty box without jitter: a penalty is exactly the first one,
+// doubled for each further offence (what tests compare against).
+func newExactPenaltyBox() *penaltyBox {
 	return &penaltyBox{m: map[string]*penalty{}, sources: map[netip.Addr]*source{},
-		jitter: func(d time.Duration) time.Duration { return rand.N(d/4 + 1) }}
+		penalizedEvents: newFailLimiter(time.Minute), refusedEvents: newFailLimiter(time.Minute)}
 }
 
 // offend records an offence of fp, connected from addr, at now. It returns the key's penalty
@@ -145,7 +158,7 @@ func (b *penaltyBox) offendKey(fp string, o offence, now time.Time) time.Duratio
 }
 
 // offendSource counts fp's penalty against ip and reports whether that started the
-// address's penalty (a further one from a penalised address extends it). Called with mu held.
+// address's penalty (a further one from a penalized address extends it). Called with mu held.
 func (b *penaltyBox) offendSource(ip netip.Addr, fp string, now time.Time) bool {
 	if !ip.IsValid() {
 		return false
@@ -221,7 +234,7 @@ func (b *penaltyBox) left(fp string, now time.Time) time.Duration {
 }
 
 // hold marks one connection of fp as held; it reports false if one already is, so that a
-// penalised key cannot park connections without bound. unhold ends it.
+// penalized key cannot park connections without bound. unhold ends it.
 func (b *penaltyBox) hold(fp string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -3,7 +3,6 @@ package gateway
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -44,7 +43,7 @@ func TestPenaltyBox(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newTestPenaltyBox()
+			b := newExactPenaltyBox()
 			now := time.Unix(1e9, 0)
 			for i, st := range tc.steps {
 				now = now.Add(st.after)
@@ -66,7 +65,7 @@ func TestPenaltyBox(t *testing.T) {
 	}
 }
 
-// TestPenaltyJitter: keys penalised at the same instant come back at different ones, each
+// TestPenaltyJitter: keys penalized at the same instant come back at different ones, each
 // within a quarter of the penalty.
 func TestPenaltyJitter(t *testing.T) {
 	b := newPenaltyBox()
@@ -81,12 +80,12 @@ func TestPenaltyJitter(t *testing.T) {
 		seen[d] = true
 	}
 	if len(seen) < 40 {
-		t.Fatalf("50 keys penalised at once got only %d different penalties: no jitter", len(seen))
+		t.Fatalf("50 keys penalized at once got only %d different penalties: no jitter", len(seen))
 	}
 }
 
 func TestPenaltyHold(t *testing.T) {
-	b := newTestPenaltyBox()
+	b := newExactPenaltyBox()
 	if b.hold("fp") {
 		t.Fatal("a key without a record was held")
 	}
@@ -104,7 +103,7 @@ func TestPenaltyHold(t *testing.T) {
 }
 
 func TestPenaltyBoxBounded(t *testing.T) {
-	b := newTestPenaltyBox()
+	b := newExactPenaltyBox()
 	start := time.Unix(1e9, 0)
 	for i := range maxPenalties {
 		b.offend(fmt.Sprint(i), nil, offenceViolation, start)
@@ -131,32 +130,27 @@ func TestPenaltyBoxBounded(t *testing.T) {
 	}
 }
 
-// newTestPenaltyBox is a penalty box without jitter.
-func newTestPenaltyBox() *penaltyBox {
-	return &penaltyBox{m: map[string]*penalty{}, sources: map[netip.Addr]*source{}}
-}
-
-// TestSourcePenalty: an address is penalised once sourceKeys distinct keys from it drew
+// TestSourcePenalty: an address is penalized once sourceKeys distinct keys from it drew
 // penalties; other addresses, forgiven offences and a key offending twice do not count.
 func TestSourcePenalty(t *testing.T) {
 	a := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1000}
 	a2 := &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 2000} // same address, another port
 	other := &net.TCPAddr{IP: net.ParseIP("192.0.2.2"), Port: 1000}
 	mapped := &net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.1"), Port: 3000}
-	b := newTestPenaltyBox()
+	b := newExactPenaltyBox()
 	now := time.Unix(1e9, 0)
 	for i := range sourceKeys - 1 {
 		if _, started := b.offend(fmt.Sprint(i), a, offenceViolation, now); started {
-			t.Fatalf("source penalised after %d keys", i+1)
+			t.Fatalf("source penalized after %d keys", i+1)
 		}
 		b.offend(fmt.Sprint(i), a2, offenceViolation, now) // the same key twice counts once
 		b.offend(fmt.Sprint(i), other, offenceShort, now)  // forgiven: no penalty, not counted
 	}
 	if b.sourceLeft(a, now) != 0 {
-		t.Fatal("source penalised before sourceKeys keys")
+		t.Fatal("source penalized before sourceKeys keys")
 	}
 	if _, started := b.offend("last", a2, offenceViolation, now); !started {
-		t.Fatalf("source not penalised after %d keys", sourceKeys)
+		t.Fatalf("source not penalized after %d keys", sourceKeys)
 	}
 	for _, addr := range []net.Addr{a, a2, mapped} {
 		if got := b.sourceLeft(addr, now); got != sourcePenalty {
@@ -164,7 +158,7 @@ func TestSourcePenalty(t *testing.T) {
 		}
 	}
 	if got := b.sourceLeft(other, now); got != 0 {
-		t.Errorf("another address is penalised for %v", got)
+		t.Errorf("another address is penalized for %v", got)
 	}
 	later := now.Add(time.Second)
 	if _, started := b.offend("again", a, offenceViolation, later); started {
@@ -177,6 +171,6 @@ func TestSourcePenalty(t *testing.T) {
 		t.Errorf("the penalty did not run out: %v", got)
 	}
 	if got := b.sourceLeft(nil, now); got != 0 {
-		t.Errorf("a connection without an IP address is penalised: %v", got)
+		t.Errorf("a connection without an IP address is penalized: %v", got)
 	}
 }

@@ -63,50 +63,13 @@ type seenRecord struct {
 	lastSeen time.Time
 }
 
-// registry holds the connected edges, keyed by key fingerprint, with unique names.
-type registry struct {
-	mu     sync.Mutex
-	byFP   map[string]*edge
-	byName map[string]*edge
-	seen   map[string]seenRecord // fingerprint → last connection, for keys still authorized
-}
-
-func newRegistry() *registry {
-	return &registry{byFP: map[string]*edge{}, byName: map[string]*edge{}, seen: map[string]seenRecord{}}
-}
-
 // boundFunc reports the fingerprint a name is bound to in authorized_keys, or "".
 type boundFunc func(name string) string
 
-// add registers e under a unique name and returns the stale session of the same key, if any,
-// for the caller to close. A bound name always wins: a connected edge that merely asked for
-// it is renamed to its fallback name.
-func (r *registry) add(e *edge, bound string, boundTo boundFunc) (evicted *edge) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if old := r.byFP[e.fp]; old != nil {
-		delete(r.byFP, old.fp)
-		delete(r.byName, old.name)
-		evicted = old
-	}
-	if bound != "" {
-		if other := r.byName[bound]; other != nil {
-			delete(r.byName, bound)
-			other.name = r.pickName(other.hello.Name, other.fp, boundTo, bound)
-			r.byName[other.name] = other
-		}
-		e.name = bound
-	} else {
-		e.name = r.pickName(e.hello.Name, e.fp, boundTo, "")
-	}
-	r.byFP[e.fp] = e
-	r.byName[e.name] = e
-	return evicted
-}
-
-// pickName implements SPEC §5 for a key without a bound name: the requested name if valid and
-// free, else `<name>-<fingerprint prefix>` ("edge" as base for an invalid request). Callers
-// hold r.mu. avoid is a name that must not be chosen (being taken over).
+// pickName names an edge whose key has no bound name: the requested name if valid and free
+// (not used by a connected edge nor bound to another key), else `<name>-<fingerprint prefix>`,
+// with "edge" as the base for an invalid request; names never collide. Callers hold r.mu.
+// avoid is a name that must not be chosen (being taken over).
 func (r *registry) pickName(requested, fp string, boundTo boundFunc, avoid string) string {
 	free := func(n string) bool {
 		if n == avoid || r.byName[n] != nil {
@@ -147,67 +110,8 @@ func fpID(fp string) string {
 	return strings.NewReplacer("+", "-", "/", "_").Replace(s)
 }
 
-// remove drops e if it is still the current session of its key and remembers it as seen.
-func (r *registry) remove(e *edge) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.byFP[e.fp] == e {
-		delete(r.byFP, e.fp)
-		delete(r.byName, e.name)
-	}
-	r.seen[e.fp] = seenRecord{name: e.name, hello: e.hello, remote: e.remote, lastSeen: time.Unix(0, e.lastSeen.Load())}
-}
-
-// get finds a connected edge by fingerprint or (case-insensitive) name.
-func (r *registry) get(ref string) *edge {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if strings.HasPrefix(ref, "SHA256:") {
-		return r.byFP[ref]
-	}
-	return r.byName[strings.ToLower(ref)]
-}
-
-// nameOf returns e's current name.
-func (r *registry) nameOf(e *edge) string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return e.name
-}
-
-// all returns the connected edges.
-func (r *registry) all() []*edge {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*edge, 0, len(r.byFP))
-	for _, e := range r.byFP {
-		out = append(out, e)
-	}
-	return out
-}
-
-// closeKeys closes the connections of the given fingerprints (keys removed from the file) and
-// forgets what was seen of them.
-// It returns the names of the edges it closed.
-func (r *registry) closeKeys(fps []string) []string {
-	r.mu.Lock()
-	var closed []*edge
-	var names []string
-	for _, fp := range fps {
-		if e := r.byFP[fp]; e != nil {
-			closed = append(closed, e)
-			names = append(names, e.name)
-		}
-		delete(r.seen, fp)
-	}
-	r.mu.Unlock()
-	for _, e := range closed {
-		e.close()
-	}
-	return names
-}
-
-// status describes a connected edge; labels are the ones bound to its key now.
+// status describes a connected edge; labels are the ones bound to its key now. Callers hold
+// r.mu (it reads the edge's name).
 func (r *registry) status(e *edge, labels map[string]string) EdgeStatus {
 	return EdgeStatus{
 		Name:           e.name,

@@ -159,7 +159,7 @@ func TestBadHelloRefused(t *testing.T) {
 		{"bad label", []byte(`{"protocol":1,"name":"pi","labels":{"bad key!":"x"}}`)},
 		{"oversized", big},
 	}
-	// One key per case: each refusal penalises its key (TestPenalizedKeyIsHeld).
+	// One key per case: each refusal penalizes its key (TestPenalizedKeyIsHeld).
 	keys := make([]ssh.Signer, len(tests))
 	var lines strings.Builder
 	for i := range keys {
@@ -295,7 +295,7 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	if banner, err := bufio.NewReader(midway).ReadString('\n'); err != nil {
 		t.Fatalf("no banner from the gateway: %q, %v", banner, err)
 	}
-	for i, liar := range liars { // a bad hello each: a protocol violation, penalised
+	for i, liar := range liars { // a bad hello each: a protocol violation, penalized
 		c, _, reqs, err := sshDial(f.addr, liar, f.host.PublicKey())
 		if err != nil {
 			t.Fatalf("liar %d refused before its offence: %v", i, err)
@@ -309,7 +309,7 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	}
 	var ne net.Error
 	if n, err := midway.Read(make([]byte, 64)); err == nil || n > 0 || errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("a handshake under way when its address was penalised went on: got %d bytes (err %v), want it closed", n, err)
+		t.Fatalf("a handshake under way when its address was penalized went on: got %d bytes (err %v), want it closed", n, err)
 	}
 	nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
 	if err != nil {
@@ -318,10 +318,10 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
-		t.Fatalf("a connection from the penalised address got %d bytes of SSH banner (err %v), want closed at accept", n, err)
+		t.Fatalf("a connection from the penalized address got %d bytes of SSH banner (err %v), want closed at accept", n, err)
 	}
 	if _, err := tryDialEdge(f, late, edgeOpts{hello: protocol.Hello{Name: "late"}}); err == nil {
-		t.Fatal("an honest key from the penalised address connected during the source penalty")
+		t.Fatal("an honest key from the penalized address connected during the source penalty")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -338,7 +338,7 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 }
 
 // TestPenalizedSourceNotQueued: while every handshake slot is taken, a connection from a
-// penalised address is closed at once instead of waiting up to AdmissionWait for a slot.
+// penalized address is closed at once instead of waiting up to AdmissionWait for a slot.
 func TestPenalizedSourceNotQueued(t *testing.T) {
 	const wait = 5 * time.Second
 	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait = 2, wait })
@@ -366,11 +366,55 @@ func TestPenalizedSourceNotQueued(t *testing.T) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(2 * wait))
 	if n, err := nc.Read(make([]byte, 64)); err == nil || n > 0 {
-		t.Fatalf("a connection from the penalised address got %d bytes (err %v), want it closed", n, err)
+		t.Fatalf("a connection from the penalized address got %d bytes (err %v), want it closed", n, err)
 	}
 	if took := time.Since(start); took >= wait/2 {
-		t.Fatalf("a connection from the penalised address was closed after %v: it waited for a handshake slot", took)
+		t.Fatalf("a connection from the penalized address was closed after %v: it waited for a handshake slot", took)
 	}
+}
+
+// TestSourcePenalizedWhileQueued: a connection that waits for a handshake slot while its
+// source address draws a penalty is closed once it has the slot, before the gateway's banner,
+// and gives the slot back.
+func TestSourcePenalizedWhileQueued(t *testing.T) {
+	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait = 1, 5*time.Second })
+	other := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	hold := dialForBanner(t, other, f.addr) // takes the only slot
+	queued, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	time.Sleep(300 * time.Millisecond) // accepted from a clean address, it waits for the slot
+	for i := range sourceKeys {
+		f.g.penalties.offend("key"+strconv.Itoa(i), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, offenceViolation, time.Now())
+	}
+	hold.Close()
+	queued.SetDeadline(time.Now().Add(4 * time.Second))
+	var ne net.Error
+	if n, err := queued.Read(make([]byte, 64)); err == nil || n > 0 || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a connection whose address was penalized while it waited for a handshake slot got %d bytes (err %v), want it closed before the banner", n, err)
+	}
+	start := time.Now()
+	dialForBanner(t, other, f.addr).Close()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("the next connection waited %v for the slot: the refused one kept it", took)
+	}
+}
+
+// dialForBanner connects with d and reads the gateway's SSH banner.
+func dialForBanner(t *testing.T, d net.Dialer, addr string) net.Conn {
+	t.Helper()
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if banner, err := bufio.NewReader(nc).ReadString('\n'); err != nil {
+		t.Fatalf("no banner from the gateway: %q, %v", banner, err)
+	}
+	return nc
 }
 
 func TestReconnectEvictsStaleSession(t *testing.T) {

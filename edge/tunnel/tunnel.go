@@ -141,6 +141,23 @@ func sanitizeVersion(v string) string {
 // runConn makes one connection to addr and serves it until it breaks or ctx is done.
 func runConn(ctx context.Context, cfg Config, addr string, hello []byte, serve Serve, log *slog.Logger) error {
 	log = log.With("gateway", addr)
+	c, err := connect(ctx, cfg, addr, log)
+	if err != nil {
+		return err
+	}
+	return c.run(ctx, cfg.KeepaliveInterval, hello, serve, log)
+}
+
+// clientConn is an established SSH connection to a gateway, with the Go channels that
+// x/crypto/ssh feeds.
+type clientConn struct {
+	conn  ssh.Conn
+	chans <-chan ssh.NewChannel
+	reqs  <-chan *ssh.Request
+}
+
+// connect dials addr and does the SSH handshake, within handshakeTimeout.
+func connect(ctx context.Context, cfg Config, addr string, log *slog.Logger) (clientConn, error) {
 	dial := cfg.Dial
 	if dial == nil {
 		d := net.Dialer{Timeout: dialTimeout, KeepAlive: -1}
@@ -150,56 +167,51 @@ func runConn(ctx context.Context, cfg Config, addr string, hello []byte, serve S
 	nc, err := dial(dctx, "tcp", addr)
 	cancelDial()
 	if err != nil {
-		return fmt.Errorf("dial: %w", err)
+		return clientConn{}, fmt.Errorf("dial: %w", err)
 	}
 	// No handshake timeout exists in x/crypto/ssh: bound it with a deadline on the conn,
 	// and let ctx cancel it too.
 	_ = nc.SetDeadline(time.Now().Add(handshakeTimeout))
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
 	conn, chans, reqs, err := ssh.NewClientConn(nc, addr, ClientConfig(cfg))
 	if err != nil {
-		stop()
 		nc.Close()
 		if errors.Is(err, keys.ErrHostKeyMismatch) {
 			log.Error("gateway host key refused: not the pinned key (EDGE_GATEWAY_HOST_KEY); connection dropped", "err", err)
 		}
-		return fmt.Errorf("ssh handshake: %w", err)
+		return clientConn{}, fmt.Errorf("ssh handshake: %w", err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	stop()
+	return clientConn{conn: conn, chans: chans, reqs: reqs}, nil
+}
 
+// run opens the tunnel channel with the edge's hello and serves the streams the gateway
+// opens, probing the gateway every interval, until the connection breaks or ctx is done.
+func (c clientConn) run(ctx context.Context, interval time.Duration, hello []byte, serve Serve, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Go(func() { ssh.DiscardRequests(reqs) })
+	wg.Go(func() { ssh.DiscardRequests(c.reqs) })
 	wg.Go(func() {
-		for nch := range chans {
+		for nch := range c.chans {
 			_ = nch.Reject(ssh.Prohibited, "an edge accepts no channels")
 		}
 	})
 	// Closing the connection unblocks everything below: channel, yamux session, keepalive.
 	wg.Go(func() {
 		<-connCtx.Done()
-		conn.Close()
+		c.conn.Close()
 	})
-
-	ch, chReqs, err := conn.OpenChannel(protocol.ChannelType, hello)
+	sess, err := c.openTunnel(hello, &wg, log)
 	if err != nil {
-		cancel()
-		return fmt.Errorf("open tunnel channel: %w", err)
+		return err
 	}
-	wg.Go(func() { ssh.DiscardRequests(chReqs) })
-	sess, err := yamux.Server(ch, protocol.YamuxConfig(log))
-	if err != nil {
-		cancel()
-		return fmt.Errorf("yamux: %w", err)
-	}
-	log.Info("connected to gateway", "server_version", string(conn.ServerVersion()))
-
+	log.Info("connected to gateway", "server_version", string(c.conn.ServerVersion()))
 	var kaErr error
 	wg.Go(func() {
-		if err := keepalive(connCtx, conn, cfg.KeepaliveInterval); err != nil {
+		if err := protocol.NewProber(c.conn, interval, wg.Go).Run(connCtx); err != nil {
 			kaErr = err
 			cancel()
 		}
@@ -208,23 +220,44 @@ func runConn(ctx context.Context, cfg Config, addr string, hello []byte, serve S
 		<-connCtx.Done()
 		sess.Close()
 	})
+	serveStreams(connCtx, cancel, sess, serve)
+	wg.Wait()
+	switch {
+	case ctx.Err() != nil:
+		log.Info("disconnected from gateway: shutting down")
+		return nil
+	case kaErr != nil:
+		return kaErr
+	}
+	return errors.New("gateway closed the connection")
+}
+
+// openTunnel opens the tunnel channel and the yamux session over it; wg gets the goroutine
+// that drains the channel's requests.
+func (c clientConn) openTunnel(hello []byte, wg *sync.WaitGroup, log *slog.Logger) (*yamux.Session, error) {
+	ch, chReqs, err := c.conn.OpenChannel(protocol.ChannelType, hello)
+	if err != nil {
+		return nil, fmt.Errorf("open tunnel channel: %w", err)
+	}
+	wg.Go(func() { ssh.DiscardRequests(chReqs) })
+	sess, err := yamux.Server(ch, protocol.YamuxConfig(log))
+	if err != nil {
+		return nil, fmt.Errorf("yamux: %w", err)
+	}
+	return sess, nil
+}
+
+// serveStreams serves every stream the gateway opens until the session ends, then cancels
+// ctx (the handlers' context) and waits for the handlers.
+func serveStreams(ctx context.Context, cancel context.CancelFunc, sess *yamux.Session, serve Serve) {
 	var streams sync.WaitGroup
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			break
 		}
-		streams.Go(func() { serve(connCtx, st) })
+		streams.Go(func() { serve(ctx, st) })
 	}
 	cancel()
 	streams.Wait()
-	wg.Wait()
-	if ctx.Err() != nil {
-		log.Info("disconnected from gateway: shutting down")
-		return nil
-	}
-	if kaErr != nil {
-		return kaErr
-	}
-	return errors.New("gateway closed the connection")
 }

@@ -283,6 +283,22 @@ func TestReconnectsAfterMissedKeepalives(t *testing.T) {
 	stop()
 }
 
+// TestKeepaliveRefusalsKeepTunnel: a gateway that refuses every keepalive still answers it,
+// which proves it alive: the edge keeps its one connection.
+func TestKeepaliveRefusalsKeepTunnel(t *testing.T) {
+	g := startGateway(t)
+	g.serve()
+	cfg := edgeConfig(t, g, g.host.PublicKey())
+	cfg.KeepaliveInterval = 50 * time.Millisecond
+	stop := runEdge(t, cfg)
+	waitFor(t, g.hellos, "hello")
+	time.Sleep(20 * cfg.KeepaliveInterval)
+	if n := g.accepts.Load(); n != 1 {
+		t.Fatalf("%d connections, want the first one kept: refused keepalives were taken for silence", n)
+	}
+	stop()
+}
+
 func TestBackoffBounds(t *testing.T) {
 	b := newBackoff(5 * time.Second)
 	b.rnd = func() float64 { return 0.999999 }

@@ -2,45 +2,12 @@ package gateway
 
 import (
 	"errors"
-	"strings"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
-
-// authLog sees every authentication attempt. A publickey attempt that ends in partial success
-// is an unknown key whose signature was verified: it becomes a pending key.
-func (g *Gateway) authLog(meta ssh.ConnMetadata, st *connAuth, method string, err error) {
-	var partial *ssh.PartialSuccessError
-	if method != "publickey" || !errors.As(err, &partial) {
-		return
-	}
-	st.mu.Lock()
-	pub := st.unknown
-	st.mu.Unlock()
-	if pub == nil {
-		return
-	}
-	g.recordPending(PendingEdge{
-		Fingerprint:   keys.Fingerprint(pub),
-		PublicKey:     keys.AuthorizedLine(pub),
-		RequestedName: requestedName(meta.User()),
-		RemoteAddr:    meta.RemoteAddr().String(),
-	})
-}
-
-// requestedName is the SSH user name when it is a valid edge name (the edge sends its
-// EDGE_NAME there), else "".
-func requestedName(user string) string {
-	n := strings.ToLower(strings.TrimSpace(user))
-	if !protocol.ValidName(n) || n == "edge" {
-		return ""
-	}
-	return n
-}
 
 // enrollCallback returns the keyboard-interactive step that follows an unknown key's
 // verified signature: one prompt for the enrolment secret. A good secret binds the key to
@@ -52,28 +19,30 @@ func (g *Gateway) enrollCallback(key ssh.PublicKey) func(ssh.ConnMetadata, ssh.K
 		if err != nil {
 			return nil, err
 		}
-		fail := func(reason string) (*ssh.Permissions, error) {
-			g.log.Warn("edge enrolment refused", "fingerprint", fp, "remote_addr", meta.RemoteAddr().String(), "reason", reason)
-			g.cfg.Audit.Write(audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: meta.RemoteAddr().String(),
-				Outcome: "refused", Error: "enrolment: " + reason})
-			return nil, errors.New("enrolment refused")
-		}
 		if len(answers) != 1 {
-			return fail("expected one answer")
+			return g.enrollRefused(meta, fp, "expected one answer")
 		}
 		entry, err := consumeEnrollment(g.cfg.StateDir, answers[0])
 		if err != nil {
-			return fail(err.Error())
+			return g.enrollRefused(meta, fp, err.Error())
 		}
 		res, err := g.keys.register(keys.AuthorizedLine(key), entry.Name, entry.Labels)
 		if err != nil {
-			return fail("bind key: " + err.Error())
+			return g.enrollRefused(meta, fp, "bind key: "+err.Error())
 		}
 		g.forgetPending(fp)
 		g.log.Info("edge enrolled", "fingerprint", fp, "name", res.Name)
 		g.cfg.Audit.Write(audit.Event{Event: "key_enrolled", Edge: res.Name, Fingerprint: fp, RemoteAddr: meta.RemoteAddr().String(), Outcome: "ok"})
 		return &ssh.Permissions{Extensions: map[string]string{permFingerprint: fp}}, nil
 	}
+}
+
+// enrollRefused logs and audits a refused enrolment; the peer learns only that it failed.
+func (g *Gateway) enrollRefused(meta ssh.ConnMetadata, fp, reason string) (*ssh.Permissions, error) {
+	g.log.Warn("edge enrolment refused", "fingerprint", fp, "remote_addr", meta.RemoteAddr().String(), "reason", reason)
+	g.cfg.Audit.Write(audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: meta.RemoteAddr().String(),
+		Outcome: "refused", Error: "enrolment: " + reason})
+	return nil, errors.New("enrolment refused")
 }
 
 // forgetPending drops fp from the pending list (it was enrolled).

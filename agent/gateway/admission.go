@@ -1,0 +1,299 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+)
+
+// admission takes one accepted edge connection through the gateway's gate. handleConn calls
+// its phases in this order, each reporting whether the connection may go on:
+//
+//  1. accept: a connection from a penalized source address is closed before anything else,
+//     without waiting for a handshake slot.
+//  2. waitSlot: it waits up to AdmissionWait for one of MaxHandshakes handshake slots.
+//  3. afterSlot: the source is checked again, as its penalty may have started meanwhile.
+//  4. duringHandshake: the connection the SSH handshake reads from refuses what the peer
+//     sends once its source is penalized; endHandshake ends that and gives the slot back.
+//  5. afterAuth: an authenticated key under penalty is held, then let on or refused.
+//
+// The outcome is judged by authFailure (an unknown key, during authentication),
+// judgeHandshake, judgeTunnel, judgeStream and judgeSession: they count it in the handshake
+// metric, record the offences that draw penalties (penaltyBox) and audit what the operator
+// must see. Every kind of event has its own bounded de-duplication, so that a flood of one
+// kind cannot make another repeat: auth failures (Gateway.authFails), refusals and penalties
+// (penaltyBox.refusedEvents, penaltyBox.penalizedEvents), pending keys (Gateway.pendingKey).
+type admission struct {
+	g          *Gateway
+	nc         net.Conn
+	hc         *handshakeConn // set by duringHandshake
+	slot       bool           // a handshake slot is held
+	unknownKey atomic.Bool    // an unauthorized key was offered (for the handshake metric)
+}
+
+func (g *Gateway) newAdmission(nc net.Conn) *admission { return &admission{g: g, nc: nc} }
+
+// accept reports whether the connection may wait for a handshake slot: not while its source
+// address is penalized.
+func (a *admission) accept() bool { return !a.sourcePenalized() }
+
+// waitSlot takes a handshake slot, waiting at most Config.AdmissionWait. It reports false,
+// counting the connection as HandshakeBusy, when none came free in time or ctx ended.
+func (a *admission) waitSlot(ctx context.Context) bool {
+	select {
+	case a.g.handshakes <- struct{}{}:
+		a.slot = true
+		return true
+	default:
+	}
+	t := time.NewTimer(a.g.cfg.AdmissionWait)
+	defer t.Stop()
+	select {
+	case a.g.handshakes <- struct{}{}:
+		a.slot = true
+		return true
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	a.g.log.Warn("edge connection dropped: too many SSH handshakes at once", "max", a.g.cfg.MaxHandshakes,
+		"remote_addr", a.nc.RemoteAddr().String())
+	a.g.cfg.Metrics.Handshake(HandshakeBusy)
+	return false
+}
+
+// afterSlot checks the source again once the slot is taken: a penalty may have started while
+// the connection waited. A refused connection gives its slot back.
+func (a *admission) afterSlot() bool {
+	if a.sourcePenalized() {
+		a.releaseSlot()
+		return false
+	}
+	return true
+}
+
+// duringHandshake returns the connection for the SSH handshake to read from (handshakeConn).
+func (a *admission) duringHandshake() net.Conn {
+	a.hc = &handshakeConn{Conn: a.nc, penalties: a.g.penalties}
+	return a.hc
+}
+
+// endHandshake ends the handshake phase: reads are no longer refused (an established tunnel
+// is never cut by a source penalty) and the handshake slot is given back.
+func (a *admission) endHandshake() {
+	if a.hc != nil {
+		a.hc.done.Store(true)
+	}
+	a.releaseSlot()
+}
+
+func (a *admission) releaseSlot() {
+	if a.slot {
+		a.slot = false
+		<-a.g.handshakes
+	}
+}
+
+// sourcePenalized reports whether the connection comes from a penalized address (counted as
+// HandshakePenalized), which is then to be closed before the key exchange.
+func (a *admission) sourcePenalized() bool {
+	left := a.g.penalties.sourceLeft(a.nc.RemoteAddr(), time.Now())
+	if left == 0 {
+		return false
+	}
+	a.g.cfg.Metrics.Handshake(HandshakePenalized)
+	a.g.log.Debug("edge connection closed: its source address is penalized", "remote_addr", a.nc.RemoteAddr().String(),
+		"for_another", left.Round(time.Second))
+	return true
+}
+
+// afterAuth holds an authenticated connection of a penalized key before its tunnel opens, for
+// up to half the handshake timeout and without a handshake slot: an honest edge that drew a
+// short penalty connects late rather than not at all, and an attacker's reconnect loop slows
+// to one handshake per hold. Only one connection of a key is held at a time. It reports
+// whether the connection may go on (after a hold, with a fresh handshake deadline for opening
+// the tunnel); if not, the tunnel open, if already sent, is refused with the reason.
+func (a *admission) afterAuth(ctx context.Context, c *sshConn, fp string, log *slog.Logger) bool {
+	left := a.g.penalties.left(fp, time.Now())
+	if left == 0 {
+		return true
+	}
+	if a.g.penalties.hold(fp) { // else another connection of this key is held already
+		left = a.hold(ctx, fp, left)
+		if ctx.Err() != nil {
+			return false // the gateway is stopping
+		}
+		if left == 0 {
+			a.nc.SetDeadline(time.Now().Add(a.g.cfg.HandshakeTimeout))
+			return true
+		}
+	}
+	a.refusePenalized(c, left, log)
+	return false
+}
+
+// hold waits out fp's penalty, for at most half the handshake timeout, and returns what is
+// left of it.
+func (a *admission) hold(ctx context.Context, fp string, left time.Duration) time.Duration {
+	defer a.g.penalties.unhold(fp)
+	t := time.NewTimer(min(left, a.g.cfg.HandshakeTimeout/2))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return a.g.penalties.left(fp, time.Now())
+}
+
+// refusePenalized counts a penalized key's connection and refuses its tunnel open, if sent.
+func (a *admission) refusePenalized(c *sshConn, left time.Duration, log *slog.Logger) {
+	a.g.cfg.Metrics.Handshake(HandshakePenalized)
+	msg := fmt.Sprintf("key penalized for repeated misbehaviour (protocol violations or reconnects in a row) for another %s",
+		left.Truncate(time.Second)+time.Second)
+	select {
+	case nch, ok := <-c.chans:
+		if ok {
+			nch.Reject(ssh.Prohibited, msg)
+		} else {
+			c.chans = nil
+		}
+	default:
+	}
+	log.Debug("edge refused: penalized", "left", left)
+}
+
+// authFailure judges an unknown key offered during authentication: counted for the handshake
+// metric, logged and audited once per key and source address a minute.
+func (a *admission) authFailure(fp string) {
+	a.unknownKey.Store(true)
+	addr := a.nc.RemoteAddr().String()
+	if !a.g.authFails.allow(fp+" "+hostOf(addr), time.Now()) {
+		return
+	}
+	a.g.log.Warn("edge refused: unknown key", "fingerprint", fp, "remote_addr", addr)
+	a.g.cfg.Audit.Write(audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: addr,
+		Outcome: "refused", Error: "key not in authorized_keys"})
+}
+
+// judgeHandshake counts a failed SSH handshake by its reason.
+func (a *admission) judgeHandshake(err error) {
+	outcome := handshakeOutcome(err, a.unknownKey.Load())
+	if a.hc != nil && a.hc.penalized.Load() {
+		outcome = HandshakePenalized
+	}
+	a.g.log.Debug("ssh handshake failed", "remote_addr", a.nc.RemoteAddr().String(), "err", err)
+	a.g.cfg.Metrics.Handshake(outcome)
+}
+
+// judgeTunnel counts how opening the tunnel ended (outcome from sshConn.awaitTunnel) and
+// reports whether the tunnel is open. A refused tunnel is a protocol violation; an
+// authenticated connection that opened none counts as a reconnect.
+func (a *admission) judgeTunnel(fp, outcome string, tunnelErr error, log *slog.Logger) bool {
+	if outcome != "" {
+		a.g.cfg.Metrics.Handshake(outcome)
+	}
+	switch outcome {
+	case HandshakeBadTunnel:
+		a.refused(fp, "tunnel refused: "+tunnelErr.Error())
+		a.offend(fp, offenceViolation, log)
+	case HandshakeProtocol, HandshakeTimeout:
+		a.offend(fp, offenceShort, log)
+	}
+	return outcome == HandshakeOK
+}
+
+// judgeStream judges a stream the edge opened: a protocol violation (only the gateway opens
+// streams).
+func (a *admission) judgeStream(fp string, log *slog.Logger) {
+	a.refused(fp, "edge opened a stream (protocol violation)")
+	a.offend(fp, offenceViolation, log)
+}
+
+// judgeSession judges a tunnel that ended after lasted: one shorter than shortSession counts
+// as a reconnect, a longer one ends the key's streak of reconnects. A gateway that is
+// stopping is no edge's doing.
+func (a *admission) judgeSession(fp string, lasted time.Duration, stopping bool, log *slog.Logger) {
+	switch {
+	case stopping:
+	case lasted < shortSession:
+		a.offend(fp, offenceShort, log)
+	default:
+		a.g.penalties.lasted(fp)
+	}
+}
+
+// offend records an offence of an authorized key and, when it draws a penalty, logs and
+// audits it (at most once per key a minute), and the source penalty it may start.
+func (a *admission) offend(fp string, o offence, log *slog.Logger) {
+	addr := a.nc.RemoteAddr()
+	d, sourceStarted := a.g.penalties.offend(fp, addr, o, time.Now())
+	if sourceStarted {
+		a.g.log.Warn("source address penalized: its new connections are closed before the key exchange until the penalty ends",
+			"remote_addr", addr.String(), "keys_penalized", sourceKeys, "penalty", sourcePenalty)
+		a.g.cfg.Audit.Write(audit.Event{Event: "source_penalized", RemoteAddr: addr.String(), Outcome: "penalized",
+			DurationMs: audit.Ptr(sourcePenalty.Milliseconds()), Error: fmt.Sprintf("%d keys penalized from this address", sourceKeys)})
+	}
+	if d == 0 || !a.g.penalties.penalizedEvents.allow(fp, time.Now()) {
+		return
+	}
+	why := "protocol violation"
+	if o == offenceShort {
+		why = "reconnects in a row"
+	}
+	log.Warn("edge penalized: until the penalty ends, its connections are held and then refused", "why", why,
+		"penalty", d.Round(time.Millisecond))
+	a.g.cfg.Audit.Write(audit.Event{Event: "edge_penalized", Fingerprint: fp, RemoteAddr: addr.String(), Outcome: "penalized",
+		DurationMs: audit.Ptr(d.Milliseconds()), Error: why})
+}
+
+// refused audits a refusal of an authenticated edge (bad hello, protocol violation), at most
+// once per key, source address and reason a minute, so that a flood cannot grow the log fast.
+func (a *admission) refused(fp, reason string) {
+	reason = trunc(reason, 200)
+	addr := a.nc.RemoteAddr().String()
+	if !a.g.penalties.refusedEvents.allow(fp+" "+hostOf(addr)+" "+reason, time.Now()) {
+		return
+	}
+	a.g.cfg.Audit.Write(audit.Event{Event: "edge_refused", Fingerprint: fp, RemoteAddr: addr, Outcome: "refused", Error: reason})
+}
+
+// hostOf is the host part of a host:port address (the address itself when it has no port).
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// errSourcePenalized ends a handshake whose source address was penalized while it ran.
+var errSourcePenalized = errors.New("source address penalized during the handshake")
+
+// handshakeConn is an accepted connection during its SSH handshake. A source penalty that
+// starts while handshakes from the address are under way (a hundred devices connecting at
+// once, the first of them misbehaving) ends those at their next packet from the peer, before
+// the key exchange or authentication that packet would cost. Once done is set (the handshake
+// is over) it only passes reads through: an established tunnel is never cut by a penalty.
+type handshakeConn struct {
+	net.Conn
+	penalties *penaltyBox
+	done      atomic.Bool
+	penalized atomic.Bool // a read was refused
+}
+
+// Read reads from the connection, refusing what it read while the peer's address is
+// penalized and the handshake is not done.
+func (c *handshakeConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.done.Load() && c.penalties.sourceLeft(c.RemoteAddr(), time.Now()) > 0 {
+		c.penalized.Store(true)
+		return 0, errSourcePenalized
+	}
+	return n, err
+}
