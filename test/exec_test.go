@@ -31,7 +31,7 @@ func newExecEnv(t *testing.T) execEnv {
 	f.authorize(t, k, "runner", "")
 	g := f.startGateway(t, map[string]string{"MAX_OUTPUT_BYTES": fmt.Sprint(execMaxOutput), "EXEC_TIMEOUT": "20s"})
 	e := f.startEdge(t, k, g.addr, nil)
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 	return execEnv{f: f, g: g, e: e}
 }
 

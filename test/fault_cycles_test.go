@@ -36,7 +36,7 @@ func TestFaultConnectCycles(t *testing.T) {
 	}
 
 	// A fresh key per cycle: the same key reconnecting a hundred times in a row would be
-	// penalised as a reconnect flood (TestPenalizedKeyIsHeld in agent/gateway).
+	// penalized as a reconnect flood (TestPenalizedKeyIsHeld in agent/gateway).
 	ids, err := scale.NewIdentities(workers+cycles, "cycle")
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/bench/scale"
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 )
 
 // TestFaultConcurrentCalls: 1,000 run_command calls at once over 50 edges (simulated edges:
@@ -28,7 +27,7 @@ func TestFaultConcurrentCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := keys.WriteFileAtomic(f.authFile, scale.AuthorizedKeys(ids), 0o600); err != nil {
+	if err := f.AuthorizeLines(string(scale.AuthorizedKeys(ids))); err != nil {
 		t.Fatal(err)
 	}
 	// Keepalives far above the test's length: this test is about 1,000 calls each answered
@@ -39,7 +38,7 @@ func TestFaultConcurrentCalls(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	fleet, err := scale.StartFleet(ctx, scale.FleetConfig{
-		Gateway: g.addr, HostKey: f.hostFP, StateDir: edgeState,
+		Gateway: g.addr, HostKey: f.HostKeyFP, StateDir: edgeState,
 		KeepaliveInterval: 30 * time.Second, BackoffMax: 2 * time.Second,
 	}, ids)
 	if err != nil {

@@ -7,19 +7,15 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"strconv"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
-	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/bench/scale"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 const (
@@ -28,39 +24,7 @@ const (
 	slack = 2 * time.Second
 )
 
-// newToxiproxy starts an in-process toxiproxy on 127.0.0.1 forwarding to upstream.
-func newToxiproxy(t *testing.T, upstream string) *toxiproxy.Proxy {
-	t.Helper()
-	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(prometheus.NewRegistry()), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "edge-gateway", "127.0.0.1:0", upstream)
-	if err := p.Start(); err != nil {
-		t.Fatalf("start toxiproxy: %v", err)
-	}
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// addToxic adds a toxic of type typ with attrs to both directions of p.
-func addToxic(t *testing.T, p *toxiproxy.Proxy, typ string, attrs map[string]any) {
-	t.Helper()
-	for _, stream := range []string{"upstream", "downstream"} {
-		b, _ := json.Marshal(map[string]any{"name": typ + "_" + stream, "type": typ, "stream": stream, "attributes": attrs})
-		if _, err := p.Toxics.AddToxicJson(strings.NewReader(string(b))); err != nil {
-			t.Fatalf("add toxic %s %s: %v", typ, stream, err)
-		}
-	}
-}
-
-func removeToxic(t *testing.T, p *toxiproxy.Proxy, typ string) {
-	t.Helper()
-	for _, stream := range []string{"upstream", "downstream"} {
-		if err := p.Toxics.RemoveToxic(context.Background(), typ+"_"+stream); err != nil {
-			t.Fatalf("remove toxic %s %s: %v", typ, stream, err)
-		}
-	}
-}
-
-// logSince reports whether a JSON log line after the first `after` bytes of log has msg and
+// logHas reports whether a JSON log line after the first `after` bytes of log has msg and
 // contains every one of parts.
 func logHas(log string, after int, msg string, parts ...string) bool {
 	if after > len(log) {
@@ -85,18 +49,18 @@ func logHas(log string, after int, msg string, parts ...string) bool {
 }
 
 // faultSetup is a real gateway and one real edge that reaches it through toxiproxy.
-func faultSetup(t *testing.T) (*fixture, *gateway, *edgeProc, *toxiproxy.Proxy) {
+func faultSetup(t *testing.T) (*fixture, *gateway, *edgeProc, *localfleet.Proxy) {
 	t.Helper()
 	f := newFixture(t)
 	k := f.newEdgeKey(t)
 	f.authorize(t, k, "flaky", "")
 	g := f.startGateway(t, map[string]string{"KEEPALIVE_INTERVAL": faultKeepalive.String()})
 	px := newToxiproxy(t, g.addr)
-	e := f.startEdge(t, k, px.Listen, map[string]string{
+	e := f.startEdge(t, k, px.Addr(), map[string]string{
 		"EDGE_KEEPALIVE_INTERVAL": faultKeepalive.String(),
 		"EDGE_BACKOFF_MAX":        "2s",
 	})
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 	return f, g, e, px
 }
 
@@ -123,7 +87,7 @@ func TestFaultResetDuringRunCommand(t *testing.T) {
 		done <- o
 	}()
 	// The call is running once the edge has started the process.
-	if !waitFor(10*time.Second, func() bool { return inFlight(t, g, e.key.fp) > 0 }) {
+	if !waitFor(10*time.Second, func() bool { return inFlight(t, g, e.Key.Fingerprint) > 0 }) {
 		t.Fatal("run_command never reached the edge")
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -147,7 +111,7 @@ func TestFaultResetDuringRunCommand(t *testing.T) {
 	}
 	removeToxic(t, px, "reset_peer")
 	// The edge comes back by itself.
-	g.waitConnected(t, e.key.fp, nil)
+	g.waitConnected(t, e.Key.Fingerprint, nil)
 }
 
 // TestFaultResetDuringJob: the link is reset while a start_command job runs; the job keeps
@@ -166,11 +130,11 @@ func TestFaultResetDuringJob(t *testing.T) {
 	addToxic(t, px, "reset_peer", map[string]any{"timeout": 0})
 	// The gateway notices the reset (the edge is no longer listed as connected) before the
 	// link is given back.
-	if !waitFor(3*faultKeepalive+slack, func() bool { e2, _ := g.edgeByFP(t, e.key.fp); return !e2.Connected }) {
+	if !waitFor(3*faultKeepalive+slack, func() bool { e2, _ := g.edgeByFP(t, e.Key.Fingerprint); return !e2.Connected }) {
 		t.Fatal("the gateway never noticed the reset")
 	}
 	removeToxic(t, px, "reset_peer")
-	g.waitConnected(t, e.key.fp, nil)
+	g.waitConnected(t, e.Key.Fingerprint, nil)
 	final, output := g.pollJob(t, j.JobID, 30*time.Second)
 	var want strings.Builder
 	for i := 1; i <= 10; i++ {
@@ -214,20 +178,20 @@ func TestFaultBlackHole(t *testing.T) {
 			f.authorize(t, k, "dark", "")
 			g := f.startGateway(t, map[string]string{"KEEPALIVE_INTERVAL": gwKA.String()})
 			px := newToxiproxy(t, g.addr)
-			e := f.startEdge(t, k, px.Listen, map[string]string{
+			e := f.startEdge(t, k, px.Addr(), map[string]string{
 				"EDGE_KEEPALIVE_INTERVAL": edgeKA.String(), "EDGE_BACKOFF_MAX": "2s"})
-			first := g.waitConnected(t, k.fp, nil)
+			first := g.waitConnected(t, k.Fingerprint, nil)
 			time.Sleep(1500 * time.Millisecond) // a few keepalives answered: the link is healthy
 
-			gwMark, edgeMark := len(g.stderr.String()), len(e.stderr.String())
+			gwMark, edgeMark := len(g.Stderr()), len(e.Stderr())
 			start := time.Now()
 			addToxic(t, px, "timeout", map[string]any{"timeout": 0})
 			var at time.Duration
 			ok := waitFor(3*faultKeepalive+10*time.Second, func() bool {
 				if side == "gateway" {
-					return logHas(g.stderr.String(), gwMark, "edge dropped: keepalives unanswered")
+					return logHas(g.Stderr(), gwMark, "edge dropped: keepalives unanswered")
 				}
-				return logHas(e.stderr.String(), edgeMark, "gateway connection ended", "keepalive")
+				return logHas(e.Stderr(), edgeMark, "gateway connection ended", "keepalive")
 			})
 			at = time.Since(start)
 			t.Logf("black hole noticed by the %s after %v (keepalive %v)", side, at.Round(time.Millisecond), faultKeepalive)
@@ -238,7 +202,7 @@ func TestFaultBlackHole(t *testing.T) {
 				t.Errorf("the %s noticed the dead link after %v, want within %v (+%v slack)", side, at, limit, slack)
 			}
 			removeToxic(t, px, "timeout")
-			again := g.waitConnected(t, k.fp, func(s edgeStatus) bool {
+			again := g.waitConnected(t, k.Fingerprint, func(s edgeStatus) bool {
 				return s.ConnectedSince != first.ConnectedSince || s.RemoteAddr != first.RemoteAddr
 			})
 			t.Logf("edge reconnected by itself from %s", again.RemoteAddr)
@@ -255,63 +219,58 @@ func TestFaultGatewaySIGKILL(t *testing.T) {
 	t.Parallel()
 	const edges, backoffMax = 3, 3 * time.Second
 	f := newFixture(t)
-	port := freePort(t)
-	env := f.gatewayEnv(map[string]string{"SSH_PORT": strconv.Itoa(port), "KEEPALIVE_INTERVAL": "1s", "LOG_LEVEL": "warn"})
+	env := map[string]string{"KEEPALIVE_INTERVAL": "1s", "LOG_LEVEL": "warn"}
+	g := f.startGateway(t, env)
+	// The restarted gateway binds the port the kernel gave the first one: that is the address
+	// the edges keep dialling.
+	_, port, _ := net.SplitHostPort(g.addr)
+	env["SSH_PORT"] = port
+	started := time.Now()
 	for i := range edges {
 		k := f.newEdgeKey(t)
 		f.authorize(t, k, fmt.Sprintf("kill-%d", i), "")
-		f.startEdge(t, k, "127.0.0.1:"+strconv.Itoa(port), map[string]string{"EDGE_BACKOFF_MAX": backoffMax.String()})
+		f.startEdge(t, k, g.addr, map[string]string{"EDGE_BACKOFF_MAX": backoffMax.String()})
 	}
 	ctx, cancel := contextTimeout(2 * time.Minute)
 	defer cancel()
-	gw, err := scale.StartGateway(ctx, gatewayBin, env)
-	if err != nil {
-		t.Fatal(err)
+	if err := waitEdges(ctx, g, edges, 20*time.Second); err != nil {
+		t.Fatalf("edges never connected: %v", err)
 	}
-	t.Cleanup(gw.Kill)
-	if d, err := waitEdges(ctx, gw, edges, 20*time.Second); err != nil {
-		t.Fatalf("edges never connected: %v\n%s", err, tail(gw.Stderr(), 3000))
-	} else {
-		t.Logf("%d edges connected %v after the gateway started", edges, d.Round(time.Millisecond))
-	}
+	t.Logf("%d edges connected %v after they started", edges, time.Since(started).Round(time.Millisecond))
 	// Let the connections become stable (backoff reset), as in production.
 	time.Sleep(backoffMax)
 
 	killed := time.Now()
-	gw.Kill()
-	gw2, err := scale.StartGateway(ctx, gatewayBin, env)
-	if err != nil {
-		t.Fatalf("restart: %v", err)
-	}
-	t.Cleanup(gw2.Kill)
+	kill(t, g.Proc)
+	g2 := f.startGateway(t, env)
 	restarted := time.Since(killed)
-	_, err = waitEdges(ctx, gw2, edges, 2*backoffMax+15*time.Second)
+	err := waitEdges(ctx, g2, edges, 2*backoffMax+15*time.Second)
 	back := time.Since(killed)
 	t.Logf("gateway restarted %v after SIGKILL; all %d edges back %v after SIGKILL (backoff cap %v)",
 		restarted.Round(time.Millisecond), edges, back.Round(time.Millisecond), backoffMax)
 	if err != nil {
-		t.Fatalf("edges not back: %v\n%s", err, tail(gw2.Stderr(), 3000))
+		t.Fatalf("edges not back: %v", err)
 	}
 	if back > 2*backoffMax {
 		t.Errorf("edges back %v after SIGKILL, want within twice the backoff cap (%v)", back, 2*backoffMax)
 	}
 }
 
-// waitEdges polls get_status until n edges are connected; it returns how long that took.
-func waitEdges(ctx context.Context, gw *scale.Gateway, n int, limit time.Duration) (time.Duration, error) {
+// waitEdges polls get_status until n edges are connected, for at most limit.
+func waitEdges(ctx context.Context, g *gateway, n int, limit time.Duration) error {
 	start := time.Now()
 	last := -1
 	for time.Since(start) < limit {
-		c, err := scale.ConnectedEdges(ctx, gw)
-		if err == nil && c >= n {
-			return time.Since(start), nil
+		st, err := g.Status(ctx, map[string]any{"limit": 1, "connected_only": true})
+		if err == nil && st.Totals.Connected >= n {
+			return nil
 		}
-		last = c
+		last = st.Totals.Connected
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return 0, fmt.Errorf("%d of %d edges connected after %v", last, n, limit)
+	return fmt.Errorf("%d of %d edges connected after %v", last, n, limit)
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
@@ -70,18 +69,17 @@ func TestMaliciousEdges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _ := os.ReadFile(f.authFile)
-	if err := keys.WriteFileAtomic(f.authFile, append(old, lines...), 0o600); err != nil {
+	if err := f.AuthorizeLines(lines); err != nil {
 		t.Fatal(err)
 	}
 	g := f.startGateway(t, map[string]string{"LOG_LEVEL": "info"})
-	pidB, err := os.ReadFile(filepath.Join(f.stateDir, "gateway.lock"))
+	pidB, err := os.ReadFile(filepath.Join(f.StateDir, "gateway.lock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidB)))
 	f.startEdge(t, healthy, g.addr, nil)
-	g.waitConnected(t, healthy.fp, nil)
+	g.waitConnected(t, healthy.Fingerprint, nil)
 
 	const samples = 40
 	measure := func() []time.Duration {
@@ -109,7 +107,7 @@ func TestMaliciousEdges(t *testing.T) {
 					return
 				default:
 				}
-				m.Attack(g.addr, f.hostPub, i+r)
+				m.Attack(g.addr, f.HostKey, i+r)
 			}
 		})
 	}
@@ -131,7 +129,7 @@ func TestMaliciousEdges(t *testing.T) {
 
 	st := g.status(t, map[string]any{"limit": 1000})
 	for _, e := range st.Edges {
-		if e.Fingerprint == healthy.fp {
+		if e.Fingerprint == healthy.Fingerprint {
 			if e.Name != "healthy" || !e.Connected || e.Labels["role"] != "web" {
 				t.Errorf("healthy edge after the attack: %+v", e)
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -8,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -28,7 +30,8 @@ import (
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
-	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 const (
@@ -42,19 +45,18 @@ const (
 // httpGateway is a gateway started with MCP_TRANSPORT=http, and its base URL.
 type httpGateway struct {
 	*gateway
-	p      *proc
 	base   string // scheme://127.0.0.1:port
 	client *http.Client
 }
 
-// startHTTPGateway runs the gateway over HTTP (TLS when certFile is set) and connects an
-// mcp-go streamable HTTP client with the bearer token.
+// startHTTPGateway runs the gateway over HTTP (TLS when certFile is set) on a port the kernel
+// picks, and connects an mcp-go streamable HTTP client with the bearer token. The HTTP
+// address is the one thing read from the log: it is needed before any MCP call can be made.
 func (f *fixture) startHTTPGateway(t *testing.T, certFile, keyFile string, pool *x509.CertPool) *httpGateway {
 	t.Helper()
-	port := freePort(t)
 	env := map[string]string{
 		"MCP_TRANSPORT":  "http",
-		"MCP_HTTP_ADDR":  "127.0.0.1:" + strconv.Itoa(port),
+		"MCP_HTTP_ADDR":  "127.0.0.1:0",
 		"MCP_HTTP_TOKEN": httpToken,
 		"METRICS_TOKEN":  metricsToken,
 	}
@@ -65,24 +67,22 @@ func (f *fixture) startHTTPGateway(t *testing.T, certFile, keyFile string, pool 
 		scheme = "https"
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
-	p, _ := startRawGateway(t, f, env)
-	h := &httpGateway{p: p, base: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), client: hc,
-		gateway: &gateway{stderr: p.stderr, f: f}}
-	h.addr = h.waitListening(t)
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(p.stderr.String(), `"mcp http listening"`) }) {
-		t.Fatalf("gateway never logged mcp http listening:\n%s", tail(p.stderr.String(), 3000))
+	g := f.spawnGateway(t, env)
+	var addr string
+	if !waitFor(10*time.Second, func() bool { addr = loggedAddr(g.Stderr(), "mcp http listening"); return addr != "" }) {
+		t.Fatalf(`gateway never logged {"msg":"mcp http listening","addr":…}:\n%s`, tail(g.Stderr(), 3000))
 	}
-	c, err := h.newClient(t, httpToken)
+	h := &httpGateway{gateway: g, base: scheme + "://" + addr, client: hc}
+	c, err := h.dial(t, httpToken)
 	if err != nil {
-		t.Fatalf("MCP over HTTP with the token: %v\n%s", err, tail(p.stderr.String(), 3000))
+		t.Fatalf("MCP over HTTP with the token: %v\n%s", err, tail(g.Stderr(), 3000))
 	}
-	h.c = c
-	h.loadTools(t)
+	g.connect(t, c)
 	return h
 }
 
-// newClient connects and initializes an MCP client with token ("" sends none).
-func (h *httpGateway) newClient(t *testing.T, token string) (*client.Client, error) {
+// dial makes and starts an MCP client with token ("" sends none); it is closed at cleanup.
+func (h *httpGateway) dial(t *testing.T, token string) (*client.Client, error) {
 	t.Helper()
 	opts := []transport.StreamableHTTPCOption{transport.WithHTTPBasicClient(h.client)}
 	if token != "" {
@@ -98,24 +98,38 @@ func (h *httpGateway) newClient(t *testing.T, token string) (*client.Client, err
 	if err := c.Start(ctx); err != nil {
 		return nil, err
 	}
-	init := mcp.InitializeRequest{}
-	init.Params.ClientInfo = mcp.Implementation{Name: "e2e-http", Version: "0"}
-	if _, err := c.Initialize(ctx, init); err != nil {
+	return c, nil
+}
+
+// newClient connects and initializes an MCP client with token ("" sends none).
+func (h *httpGateway) newClient(t *testing.T, token string) (*client.Client, error) {
+	t.Helper()
+	c, err := h.dial(t, token)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := localfleet.Initialize(ctx, c); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// loadTools lists the tools and resolves their output schemas, for gateway.check.
-func (h *httpGateway) loadTools(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	lt, err := h.c.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil {
-		t.Fatalf("tools/list over HTTP: %v", err)
+// loggedAddr is the addr of the first JSON log line {"msg":msg,"addr":…} in log, or "".
+func loggedAddr(log, msg string) string {
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var line struct {
+			Msg  string `json:"msg"`
+			Addr string `json:"addr"`
+		}
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == msg && line.Addr != "" {
+			return line.Addr
+		}
 	}
-	h.tools, h.schemas = toolSchemas(t, lt.Tools)
+	return ""
 }
 
 // get does one HTTP request with an optional bearer token and returns status, body, duration.
@@ -219,11 +233,11 @@ func TestHTTPTransport(t *testing.T) {
 			var certFile, keyFile string
 			var pool *x509.CertPool
 			if tc.tls {
-				certFile, keyFile, pool = selfSigned(t, f.dir)
+				certFile, keyFile, pool = selfSigned(t, f.Dir)
 			}
 			h := f.startHTTPGateway(t, certFile, keyFile, pool)
 			f.startEdge(t, k, h.addr, nil)
-			h.waitConnected(t, k.fp, nil)
+			h.waitConnected(t, k.Fingerprint, nil)
 
 			r := h.call(t, "run_command", map[string]any{"edge": "web", "argv": []any{"echo", "over-http"}})
 			if out := decode[execOut](t, r.Structured); r.IsError || out.ExitCode != 0 || out.Stdout != "over-http\n" {
@@ -305,7 +319,7 @@ func TestHTTPTransport(t *testing.T) {
 			// The healthcheck subcommand (the container's HEALTHCHECK) sees the live gateway.
 			hc := func(addr string) error {
 				cmd := exec.Command(gatewayBin, "healthcheck")
-				cmd.Env = envList(baseEnv(f.dir), map[string]string{"MCP_HTTP_ADDR": addr, "MCP_HTTP_TLS_CERT": certFile})
+				cmd.Env = append(localfleet.BaseEnv(f.Dir), "MCP_HTTP_ADDR="+addr, "MCP_HTTP_TLS_CERT="+certFile)
 				out, err := cmd.CombinedOutput()
 				if err != nil {
 					return fmt.Errorf("%v: %s", err, out)
@@ -320,11 +334,11 @@ func TestHTTPTransport(t *testing.T) {
 			}
 
 			// SIGTERM: stop serving, close the tunnels, exit 0.
-			syscall.Kill(h.p.cmd.Process.Pid, syscall.SIGTERM)
+			h.Signal(syscall.SIGTERM)
 			select {
-			case <-h.p.done:
-				if h.p.err != nil {
-					t.Errorf("gateway exited with %v after SIGTERM, want 0", h.p.err)
+			case <-h.Done():
+				if err := h.Err(); err != nil {
+					t.Errorf("gateway exited with %v after SIGTERM, want 0", err)
 				}
 			case <-time.After(15 * time.Second):
 				t.Errorf("gateway still running 15 s after SIGTERM")

@@ -91,7 +91,7 @@ func TestFleetInventory(t *testing.T) {
 	// db claims role=web about itself: reported labels never select.
 	dbEdge := f.startEdge(t, keyDB, g.addr, map[string]string{"PATH": sysPath, "EDGE_LABELS": "role=web"})
 	for _, k := range []edgeKey{keyA, keyB, keyDB} {
-		g.waitConnected(t, k.fp, nil)
+		g.waitConnected(t, k.Fingerprint, nil)
 	}
 
 	var all findOut
@@ -204,7 +204,7 @@ func TestFleetInventory(t *testing.T) {
 		for len(notified) > 0 { // drop what came before
 			<-notified
 		}
-		dbEdge.kill(t)
+		kill(t, dbEdge.Proc)
 		deadline := time.After(connectTimeout)
 	wait:
 		for {

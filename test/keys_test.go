@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 // admin runs `mcp-ssh-gateway args…` with the fixture's gateway environment.
@@ -47,18 +49,18 @@ func TestAdminCLIKeyLifecycle(t *testing.T) {
 	f := newFixture(t)
 	g := f.startGateway(t, nil)
 	k := f.newEdgeKey(t)
-	f.mustAdmin(t, k.line+"\n", "keys", "add", "--name", "cli-cam", "--labels", "role=cam", "-")
-	if out := f.mustAdmin(t, "", "keys", "list"); !strings.Contains(out, "cli-cam") || !strings.Contains(out, k.fp) || !strings.Contains(out, "role=cam") {
+	f.mustAdmin(t, k.Line+"\n", "keys", "add", "--name", "cli-cam", "--labels", "role=cam", "-")
+	if out := f.mustAdmin(t, "", "keys", "list"); !strings.Contains(out, "cli-cam") || !strings.Contains(out, k.Fingerprint) || !strings.Contains(out, "role=cam") {
 		t.Fatalf("keys list:\n%s", out)
 	}
 	f.startEdge(t, k, g.addr, map[string]string{"EDGE_NAME": "whatever"})
-	e := g.waitConnected(t, k.fp, nil)
+	e := g.waitConnected(t, k.Fingerprint, nil)
 	if e.Name != "cli-cam" || e.Labels["role"] != "cam" {
 		t.Fatalf("edge = %+v", e)
 	}
 	start := time.Now()
 	f.mustAdmin(t, "", "keys", "revoke", "cli-cam")
-	if !waitFor(10*time.Second, func() bool { e, _ := g.edgeByFP(t, k.fp); return !e.Connected }) {
+	if !waitFor(10*time.Second, func() bool { e, _ := g.edgeByFP(t, k.Fingerprint); return !e.Connected }) {
 		t.Fatal("revoked edge still connected after 10 s")
 	}
 	t.Logf("revoked edge dropped after %v", time.Since(start))
@@ -86,7 +88,7 @@ func TestPendingApproveAndEnrol(t *testing.T) {
 	var pending string
 	if !waitFor(15*time.Second, func() bool {
 		pending = f.mustAdmin(t, "", "keys", "pending")
-		return strings.Contains(pending, stranger.fp)
+		return strings.Contains(pending, stranger.Fingerprint)
 	}) {
 		t.Fatalf("unknown key not pending:\n%s", pending)
 	}
@@ -95,11 +97,11 @@ func TestPendingApproveAndEnrol(t *testing.T) {
 	}
 	// Over MCP too.
 	r := g.call(t, "list_pending_edges", map[string]any{"token": "a-long-provisioning-token"})
-	if r.IsError || !strings.Contains(r.Text, stranger.fp) {
+	if r.IsError || !strings.Contains(r.Text, stranger.Fingerprint) {
 		t.Fatalf("list_pending_edges: %+v", r)
 	}
-	f.mustAdmin(t, "", "keys", "approve", "--name", "approved-one", "--labels", "role=sensor", stranger.fp)
-	e := g.waitConnected(t, stranger.fp, nil)
+	f.mustAdmin(t, "", "keys", "approve", "--name", "approved-one", "--labels", "role=sensor", stranger.Fingerprint)
+	e := g.waitConnected(t, stranger.Fingerprint, nil)
 	if e.Name != "approved-one" || e.Labels["role"] != "sensor" {
 		t.Fatalf("approved edge = %+v", e)
 	}
@@ -120,7 +122,7 @@ func TestPendingApproveAndEnrol(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, edgeBin, "enroll", "--config", cfgFile, s)
-		cmd.Env = envList(baseEnv(f.dir), map[string]string{"EDGE_KEY_FILE": keyFile, "EDGE_STATE_DIR": filepath.Join(dir, "state")})
+		cmd.Env = append(localfleet.BaseEnv(f.Dir), "EDGE_KEY_FILE="+keyFile, "EDGE_STATE_DIR="+filepath.Join(dir, "state"))
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); ok {
 			return string(out), ee.ExitCode()
@@ -131,7 +133,7 @@ func TestPendingApproveAndEnrol(t *testing.T) {
 		t.Fatalf("enroll: exit %d: %s", code, out)
 	}
 	env, err := os.ReadFile(cfgFile)
-	if err != nil || !strings.Contains(string(env), "EDGE_GATEWAY="+g.addr) || !strings.Contains(string(env), "EDGE_GATEWAY_HOST_KEY="+f.hostFP) {
+	if err != nil || !strings.Contains(string(env), "EDGE_GATEWAY="+g.addr) || !strings.Contains(string(env), "EDGE_GATEWAY_HOST_KEY="+f.HostKeyFP) {
 		t.Fatalf("config file: %s %v", env, err)
 	}
 	// The same string a second time, with another key: refused.
@@ -139,7 +141,7 @@ func TestPendingApproveAndEnrol(t *testing.T) {
 	if out, code := enroll(str); code == 0 || !strings.Contains(out, "refused") {
 		t.Fatalf("reused enrolment: exit %d: %s", code, out)
 	}
-	if strings.Contains(g.stderr.String(), strings.TrimPrefix(str, "mcpssh-enroll-v1:")) || strings.Contains(g.auditLog(), strings.TrimPrefix(str, "mcpssh-enroll-v1:")) {
+	if strings.Contains(g.Stderr(), strings.TrimPrefix(str, "mcpssh-enroll-v1:")) || strings.Contains(g.auditLog(), strings.TrimPrefix(str, "mcpssh-enroll-v1:")) {
 		t.Fatal("the enrolment string appears in the gateway's log or audit")
 	}
 	if out := f.mustAdmin(t, "", "keys", "list"); !strings.Contains(out, "enrolled-cam") || !strings.Contains(out, "site=lab") {

@@ -69,7 +69,7 @@ func TestJobSurvivesEdgeKill(t *testing.T) {
 	g := f.startGateway(t, nil)
 	state := t.TempDir()
 	e := f.startEdge(t, k, g.addr, map[string]string{"EDGE_STATE_DIR": state})
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 
 	r := g.call(t, "start_command", map[string]any{"edge": "worker",
 		"command": "for i in $(seq 1 12); do echo line$i; sleep 0.25; done; echo done >&2; exit 7"})
@@ -81,13 +81,13 @@ func TestJobSurvivesEdgeKill(t *testing.T) {
 		t.Fatalf("start_command returned %+v", j)
 	}
 	time.Sleep(700 * time.Millisecond)
-	e.kill(t) // SIGKILL to the edge's process group: the job runs in a session of its own
+	kill(t, e.Proc) // SIGKILL to the edge's process group: the job runs in a session of its own
 	r = g.call(t, "get_command", map[string]any{"job_id": j.JobID})
 	if !r.IsError || !strings.Contains(r.Text, "keeps running") {
 		t.Errorf("get_command with the edge down: isError=%v %s", r.IsError, r.Text)
 	}
 	f.startEdge(t, k, g.addr, map[string]string{"EDGE_STATE_DIR": state})
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 	final, output := g.pollJob(t, j.JobID, 30*time.Second)
 	var want strings.Builder
 	for i := 1; i <= 12; i++ {
@@ -99,13 +99,15 @@ func TestJobSurvivesEdgeKill(t *testing.T) {
 	}
 
 	// A new gateway on the same state: the edge reconnects and the job is still there.
-	g.c.Close()
+	if err := g.Close(); err != nil {
+		t.Fatalf("stop the first gateway: %v", err)
+	}
 	g2 := f.startGateway(t, nil)
 	if g2.addr != g.addr {
 		// The edge dials the old port: point a new edge process at the new gateway.
 		f.startEdge(t, k, g2.addr, map[string]string{"EDGE_STATE_DIR": state})
 	}
-	g2.waitConnected(t, k.fp, nil)
+	g2.waitConnected(t, k.Fingerprint, nil)
 	r = g2.call(t, "get_command", map[string]any{"job_id": j.JobID})
 	if r.IsError {
 		t.Fatalf("get_command after a gateway restart: %s", r.Text)
@@ -251,10 +253,10 @@ func TestFanout(t *testing.T) {
 		k := f.newEdgeKey(t)
 		f.authorize(t, k, fmt.Sprintf("fan%d", i), labels)
 		procs = append(procs, f.startEdge(t, k, g.addr, map[string]string{"EDGE_LABELS": "role=db"}))
-		g.waitConnected(t, k.fp, nil)
+		g.waitConnected(t, k.Fingerprint, nil)
 	}
-	procs[1].kill(t)
-	if !waitFor(connectTimeout, func() bool { e, _ := g.edgeByFP(t, procs[1].key.fp); return !e.Connected }) {
+	kill(t, procs[1].Proc)
+	if !waitFor(connectTimeout, func() bool { e, _ := g.edgeByFP(t, procs[1].Key.Fingerprint); return !e.Connected }) {
 		t.Fatal("stopped edge still connected")
 	}
 	type fanOut struct {
@@ -311,7 +313,7 @@ func TestFileTransfers(t *testing.T) {
 	edgeDir := t.TempDir()
 	stateDir := t.TempDir()
 	f.startEdge(t, k, g.addr, map[string]string{"EDGE_DOWNLOAD_DIRS": edgeDir, "EDGE_STATE_DIR": stateDir})
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 
 	os.WriteFile(filepath.Join(edgeDir, "hello.txt"), []byte("héllo\n"), 0o644)
 	os.WriteFile(filepath.Join(edgeDir, "bin"), []byte{0, 1, 2, 255}, 0o644)
@@ -392,7 +394,7 @@ func TestRunAsE2E(t *testing.T) {
 	f.authorize(t, k, "asuser", "")
 	g := f.startGateway(t, nil)
 	f.startEdge(t, k, g.addr, map[string]string{"EDGE_ALLOW_RUN_AS": "nobody"})
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 	r := g.call(t, "run_command", map[string]any{"edge": "asuser", "argv": []any{"id", "-un"}, "run_as": "nobody"})
 	if out := decode[execOut](t, r.Structured); r.IsError || out.Stdout != "nobody\n" {
 		t.Errorf("run_as nobody: %s", r.Text)

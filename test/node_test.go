@@ -5,7 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -34,28 +34,36 @@ func TestTypeScriptClient(t *testing.T) {
 	f := newFixture(t)
 	k := f.newEdgeKey(t)
 	f.authorize(t, k, "ts-edge", "role=ts")
-	port := freePort(t)
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	f.startEdge(t, k, addr, nil)
-	// An edge whose key is not authorized: it shows as pending, and the client approves it.
-	stranger := f.newEdgeKey(t)
-	f.startEdge(t, stranger, addr, map[string]string{"EDGE_NAME": "ts-stranger"})
+	stranger := f.newEdgeKey(t) // not authorized: it shows as pending, and the client approves it
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "client.mjs")
 	cmd.Dir = nodeDir
 	env := f.gatewayEnv(map[string]string{
-		"SSH_PORT":        strconv.Itoa(port),
 		"PROVISION_TOKEN": "a-long-provisioning-token-for-ts",
 		"FILES_DIR":       t.TempDir(),
 	})
 	cmd.Env = append(env, "GATEWAY_BIN="+gatewayBin, "EXPECT_EDGE=ts-edge", "UPLOAD_DIR="+t.TempDir(),
-		"PENDING_FP="+stranger.fp)
+		"PENDING_FP="+stranger.Fingerprint)
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("node client.mjs: %v\n%s", err, tail(string(out), 8000))
+	p := startProc(t, "node client.mjs", cmd) // its stdout and stderr, and the gateway's stderr
+	// The client prints where the gateway it spawned listens (SSH_PORT=0); the edges dial that.
+	addrLine := regexp.MustCompile(`(?m)^node-client: ssh_addr (\S+)$`)
+	var addr string
+	if !waitFor(30*time.Second, func() bool {
+		if m := addrLine.FindStringSubmatch(p.Stderr()); m != nil {
+			addr = m[1]
+		}
+		return addr != "" || !p.Running()
+	}) || addr == "" {
+		t.Fatalf("node client.mjs printed no ssh_addr line:\n%s", tail(p.Stderr(), 8000))
 	}
-	t.Logf("node client.mjs:\n%s", tail(string(out), 2000))
+	f.startEdge(t, k, addr, nil)
+	f.startEdge(t, stranger, addr, map[string]string{"EDGE_NAME": "ts-stranger"})
+	<-p.Done()
+	if err := p.Err(); err != nil {
+		t.Fatalf("node client.mjs: %v\n%s", err, tail(p.Stderr(), 8000))
+	}
+	t.Logf("node client.mjs:\n%s", tail(p.Stderr(), 2000))
 }

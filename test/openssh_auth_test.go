@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 // TestOpenSSHAuthRefused drives the OpenSSH client's other ways in: password and
@@ -33,7 +35,7 @@ func TestOpenSSHAuthRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []edgeKey{known, revoked, unknown} {
-		os.Chmod(k.file, 0o600)
+		os.Chmod(k.KeyFile, 0o600)
 	}
 	for _, tc := range []struct {
 		name string
@@ -43,11 +45,11 @@ func TestOpenSSHAuthRefused(t *testing.T) {
 		{"password", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"}, ""},
 		{"keyboard-interactive", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=keyboard-interactive"}, ""},
 		{"none", []string{"-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=none"}, ""},
-		{"unknown key then enrolment prompt", []string{"-i", unknown.file, "-o", "PreferredAuthentications=publickey,keyboard-interactive"}, ""},
-		{"revoked key", []string{"-i", revoked.file, "-o", "BatchMode=yes"}, ""},
-		{"known key, 2048-bit Diffie-Hellman", []string{"-i", known.file, "-o", "BatchMode=yes",
+		{"unknown key then enrolment prompt", []string{"-i", unknown.KeyFile, "-o", "PreferredAuthentications=publickey,keyboard-interactive"}, ""},
+		{"revoked key", []string{"-i", revoked.KeyFile, "-o", "BatchMode=yes"}, ""},
+		{"known key, 2048-bit Diffie-Hellman", []string{"-i", known.KeyFile, "-o", "BatchMode=yes",
 			"-o", "KexAlgorithms=diffie-hellman-group14-sha256,diffie-hellman-group14-sha1,diffie-hellman-group-exchange-sha256"}, "no matching key exchange"},
-		{"known key, AES-CTR", []string{"-i", known.file, "-o", "BatchMode=yes", "-o", "Ciphers=aes128-ctr,aes256-ctr"}, "no matching cipher"},
+		{"known key, AES-CTR", []string{"-i", known.KeyFile, "-o", "BatchMode=yes", "-o", "Ciphers=aes128-ctr,aes256-ctr"}, "no matching cipher"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -56,7 +58,7 @@ func TestOpenSSHAuthRefused(t *testing.T) {
 				"-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "NumberOfPasswordPrompts=1", "-p", port, "-l", "edge"}, tc.args...)
 			args = append(args, host, "touch "+canary)
 			cmd := exec.CommandContext(ctx, "/usr/bin/ssh", args...)
-			cmd.Env = append(baseEnv(f.dir), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+			cmd.Env = append(localfleet.BaseEnv(f.Dir), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
 			cmd.WaitDelay = 2 * time.Second
 			out, err := cmd.CombinedOutput()
 			if ctx.Err() != nil || err == nil {

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 // requireOpenSSH skips the test without the OpenSSH client, except in CI, which installs it.
@@ -31,7 +33,7 @@ func TestOpenSSHRefused(t *testing.T) {
 	f := newFixture(t)
 	k := f.newEdgeKey(t)
 	f.authorize(t, k, "sshuser", "")
-	if err := os.Chmod(k.file, 0o600); err != nil {
+	if err := os.Chmod(k.KeyFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := f.startGateway(t, nil)
@@ -42,7 +44,7 @@ func TestOpenSSHRefused(t *testing.T) {
 			"-F", "/dev/null",
 			"-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
 			"-o", "ConnectTimeout=10", "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR",
-			"-i", k.file, "-p", port, "-l", "edge",
+			"-i", k.KeyFile, "-p", port, "-l", "edge",
 		}, extra...)
 	}
 	run := func(t *testing.T, timeout time.Duration, args ...string) (int, string) {
@@ -50,7 +52,7 @@ func TestOpenSSHRefused(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "/usr/bin/ssh", sshArgs(args...)...)
-		cmd.Env = baseEnv(f.dir)
+		cmd.Env = localfleet.BaseEnv(f.Dir)
 		cmd.WaitDelay = 2 * time.Second
 		out, err := cmd.CombinedOutput()
 		if ctx.Err() != nil {
@@ -118,11 +120,11 @@ func TestOpenSSHRefused(t *testing.T) {
 			defer cancel()
 			args := append([]string{"-N", "-o", "ExitOnForwardFailure=yes"}, fw.flag(lport, target.Addr().String())...)
 			cmd := exec.CommandContext(ctx, "/usr/bin/ssh", sshArgs(append(args, host)...)...)
-			cmd.Env = baseEnv(f.dir)
+			cmd.Env = localfleet.BaseEnv(f.Dir)
 			cmd.WaitDelay = 2 * time.Second
 			p := startProc(t, "ssh "+fw.name, cmd)
 			deadline := time.Now().Add(3 * time.Second)
-			for time.Now().Before(deadline) && !p.exited() {
+			for time.Now().Before(deadline) && p.Running() {
 				if c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(lport), time.Second); err == nil {
 					c.SetDeadline(time.Now().Add(time.Second))
 					c.Write(fw.hello(target.Addr().(*net.TCPAddr)))
@@ -136,7 +138,7 @@ func TestOpenSSHRefused(t *testing.T) {
 				t.Errorf("a connection went through the gateway to %s", target.Addr())
 			case <-time.After(500 * time.Millisecond):
 			}
-			if p.exited() && p.err == nil {
+			if !p.Running() && p.Err() == nil {
 				t.Errorf("ssh %s exited 0", fw.name)
 			}
 		})

@@ -17,8 +17,8 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-// TestToolsList checks that the six tools exist with the annotations of SPEC §4.2, a
-// description, and input and output schemas of type object.
+// TestToolsList checks that the six core tools exist with their annotations, a description,
+// and input and output schemas of type object.
 func TestToolsList(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -93,15 +93,19 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 	f.startEdge(t, bare, g.addr, map[string]string{"EDGE_NAME": "Bare-Edge"})
 	// Idle: the inventory pull the gateway makes at connect has finished (in_flight 0).
 	idle := func(e edgeStatus) bool { return e.InFlight != nil && *e.InFlight == 0 }
-	el := g.waitConnected(t, labelled.fp, idle)
-	eb := g.waitConnected(t, bare.fp, idle)
+	el := g.waitConnected(t, labelled.Fingerprint, idle)
+	eb := g.waitConnected(t, bare.Fingerprint, idle)
 
 	t.Run("get_status fields", func(t *testing.T) {
 		r := g.call(t, "get_status", map[string]any{})
 		st := decode[statusOut](t, r.Structured)
 		gw := st.Gateway
-		if gw.Mode != "reverse" || gw.SSHAddr != g.addr || gw.HostKeyFingerprint != f.hostFP || gw.Version == "" {
-			t.Errorf("gateway = %+v; want mode reverse, ssh_addr %s, host_key_fingerprint %s, a version", gw, g.addr, f.hostFP)
+		if gw.Mode != "reverse" || gw.SSHAddr != g.addr || gw.HostKeyFingerprint != f.HostKeyFP || gw.Version == "" {
+			t.Errorf("gateway = %+v; want mode reverse, ssh_addr %s, host_key_fingerprint %s, a version", gw, g.addr, f.HostKeyFP)
+		}
+		// SSH_PORT=0: the port the kernel picked is the one get_status reports and the one logged.
+		if logged := loggedAddr(g.Stderr(), "ssh listening"); logged != gw.SSHAddr {
+			t.Errorf(`ssh_addr = %q, but the gateway logged {"msg":"ssh listening","addr":%q}`, gw.SSHAddr, logged)
 		}
 		if gw.PublicAddr != g.addr {
 			t.Errorf("public_addr = %q, want %q (SSH_BIND:actual port when PUBLIC_ADDR is unset)", gw.PublicAddr, g.addr)
@@ -131,7 +135,7 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 		// An edge with no labels: {} on the wire, never null.
 		for _, raw := range r.Structured["edges"].([]any) {
 			e := raw.(map[string]any)
-			if e["fingerprint"] != bare.fp {
+			if e["fingerprint"] != bare.Fingerprint {
 				continue
 			}
 			for _, field := range []string{"labels", "reported_labels"} {
@@ -174,10 +178,10 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 			t.Errorf("%d pages, %d edges; want 3 pages covering 5 edges", pages, len(seen))
 		}
 		for i, k := range offline {
-			e, ok := seen[k.fp]
+			e, ok := seen[k.Fingerprint]
 			want := "offline-" + string(rune('a'+i))
 			if !ok || e.Connected || e.Name != want || e.Labels == nil || e.ReportedLabels == nil {
-				t.Errorf("offline edge %s = %+v (listed %v); want name %s, connected false, labels {}", k.fp, e, ok, want)
+				t.Errorf("offline edge %s = %+v (listed %v); want name %s, connected false, labels {}", k.Fingerprint, e, ok, want)
 			}
 		}
 		conn := g.status(t, map[string]any{"connected_only": true})
@@ -186,7 +190,7 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 			fps = append(fps, e.Fingerprint)
 		}
 		slices.Sort(fps)
-		want := []string{labelled.fp, bare.fp}
+		want := []string{labelled.Fingerprint, bare.Fingerprint}
 		slices.Sort(want)
 		if !slices.Equal(fps, want) {
 			t.Errorf("connected_only edges = %v, want %v", fps, want)
@@ -209,8 +213,8 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 		if err != nil {
 			t.Fatalf("public_key %q: %v", out.PublicKey, err)
 		}
-		if out.Fingerprint != f.hostFP || keys.Fingerprint(pub) != f.hostFP {
-			t.Errorf("fingerprint %s, key's fingerprint %s; want the host key's %s", out.Fingerprint, keys.Fingerprint(pub), f.hostFP)
+		if out.Fingerprint != f.HostKeyFP || keys.Fingerprint(pub) != f.HostKeyFP {
+			t.Errorf("fingerprint %s, key's fingerprint %s; want the host key's %s", out.Fingerprint, keys.Fingerprint(pub), f.HostKeyFP)
 		}
 		vals := map[string]string{}
 		for line := range strings.SplitSeq(out.EdgeConfig, "\n") {
@@ -222,7 +226,7 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 			t.Errorf("edge_config EDGE_GATEWAY = %q, want %q:\n%s", vals["EDGE_GATEWAY"], g.addr, out.EdgeConfig)
 		}
 		pins, err := keys.ParsePins(vals["EDGE_GATEWAY_HOST_KEY"])
-		if err != nil || !pins.Match(f.hostPub) {
+		if err != nil || !pins.Match(f.HostKey) {
 			t.Errorf("edge_config EDGE_GATEWAY_HOST_KEY = %q does not pin the host key (%v):\n%s", vals["EDGE_GATEWAY_HOST_KEY"], err, out.EdgeConfig)
 		}
 	})
@@ -242,7 +246,7 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 		if !r.IsError {
 			t.Errorf("not a public key: isError false")
 		}
-		if strings.Contains(r.Text, secret) || strings.Contains(g.stderr.String(), secret) || strings.Contains(g.auditLog(), secret) {
+		if strings.Contains(r.Text, secret) || strings.Contains(g.Stderr(), secret) || strings.Contains(g.auditLog(), secret) {
 			t.Errorf("a refused non-key was echoed or logged")
 		}
 
@@ -267,7 +271,7 @@ func TestStatusPubkeyAndRegistration(t *testing.T) {
 		if again := decode[regOut](t, r.Structured); r.IsError || again.Added || again.Fingerprint != fp {
 			t.Errorf("registering again = %+v (isError %v); want added false", again, r.IsError)
 		}
-		ak, _ := os.ReadFile(f.authFile)
+		ak, _ := os.ReadFile(f.AuthorizedKeys)
 		if !strings.Contains(string(ak), strings.Fields(line)[1]) || strings.Contains(string(ak), "/bin/false") || strings.Contains(string(ak), "no-pty") {
 			t.Errorf("authorized_keys after registration (key present, options stripped?):\n%s", ak)
 		}
@@ -290,11 +294,11 @@ func TestProvisioningDisabled(t *testing.T) {
 		t.Errorf("provisioning_enabled = %v without PROVISION_TOKEN, want false", st.Gateway.ProvisioningEnabled)
 	}
 	k := f.newEdgeKey(t)
-	r := g.call(t, "register_edge_key", map[string]any{"token": "", "public_key": k.line})
+	r := g.call(t, "register_edge_key", map[string]any{"token": "", "public_key": k.Line})
 	if !r.IsError || !strings.Contains(strings.ToLower(r.Text), "disabled") {
 		t.Errorf("register without PROVISION_TOKEN: isError %v, text %q; want an error saying provisioning is disabled", r.IsError, r.Text)
 	}
-	ak, _ := os.ReadFile(f.authFile)
+	ak, _ := os.ReadFile(f.AuthorizedKeys)
 	if len(ak) != 0 {
 		t.Errorf("authorized_keys changed: %s", ak)
 	}
@@ -308,14 +312,14 @@ func TestDeviceInfo(t *testing.T) {
 	f.authorize(t, k, "dev1", "")
 	g := f.startGateway(t, nil)
 	f.startEdge(t, k, g.addr, nil)
-	g.waitConnected(t, k.fp, nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 	host, _ := os.Hostname()
 	for _, tc := range []struct {
 		name string
 		args map[string]any
 	}{
 		{"by name", map[string]any{"edge": "dev1"}},
-		{"by fingerprint, refresh", map[string]any{"edge": k.fp, "refresh": true}},
+		{"by fingerprint, refresh", map[string]any{"edge": k.Fingerprint, "refresh": true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := g.call(t, "get_device_info", tc.args)

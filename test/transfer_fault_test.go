@@ -51,17 +51,17 @@ func TestTransferInterrupted(t *testing.T) {
 			func() []string { return dirNames(t, filepath.Join(edgeDir, "out")) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := f.startEdge(t, k, px.Listen, map[string]string{"EDGE_DOWNLOAD_DIRS": edgeDir,
+			e := f.startEdge(t, k, px.Addr(), map[string]string{"EDGE_DOWNLOAD_DIRS": edgeDir,
 				"EDGE_KEEPALIVE_INTERVAL": faultKeepalive.String()})
-			g.waitConnected(t, k.fp, nil)
+			g.waitConnected(t, k.Fingerprint, nil)
 			done := make(chan result, 1)
 			go func() { done <- g.call(t, tc.tool, tc.args) }()
 			// Kill once the receiving side has its temporary file: the transfer is under way.
-			if !waitFor(10*time.Second, func() bool { return tc.inFlight(e.cmd.Process.Pid) }) {
+			if !waitFor(10*time.Second, func() bool { return tc.inFlight(e.PID()) }) {
 				t.Fatalf("%s never got under way", tc.tool)
 			}
 			time.Sleep(500 * time.Millisecond) // some MiB in
-			if err := syscall.Kill(e.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(e.PID(), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			select {
@@ -85,13 +85,25 @@ func TestTransferInterrupted(t *testing.T) {
 // openUnder reports whether process pid has a file open under prefix (an O_TMPFILE shows as
 // "<dir>/#<inode> (deleted)").
 func openUnder(pid int, prefix string) bool {
+	_, ok := openSize(pid, prefix)
+	return ok
+}
+
+// openSize is the size of the largest file process pid has open under prefix, and whether it
+// has one open there (a deleted or unnamed file still has its size).
+func openSize(pid int, prefix string) (int64, bool) {
 	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	size, found := int64(0), false
 	for _, fd := range fds {
-		if p, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(p, prefix) {
-			return true
+		link := fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())
+		if p, err := os.Readlink(link); err == nil && strings.HasPrefix(p, prefix) {
+			found = true
+			if st, err := os.Stat(link); err == nil {
+				size = max(size, st.Size())
+			}
 		}
 	}
-	return false
+	return size, found
 }
 
 // dirNames lists dir's entries; a missing dir has none.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
 func sha256hex(b []byte) string {
@@ -120,16 +122,18 @@ func TestUploadFile(t *testing.T) {
 
 // TestUploadInterrupted kills the edge (SIGKILL) while a large upload is in flight: no file,
 // partial or whole, may be at the path, and no temporary file may be left in the directory.
-// A proxy that slows the gateway→edge direction keeps the transfer in flight long enough.
+// The fault proxy slows the gateway→edge direction so that the transfer stays in flight long
+// enough; how far it got is the size of the temporary file the edge writes.
 func TestUploadInterrupted(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	k := f.newEdgeKey(t)
 	f.authorize(t, k, "victim", "")
 	g := f.startGateway(t, map[string]string{"MAX_UPLOAD_BYTES": fmt.Sprint(128 << 20)})
-	proxy := newThrottleProxy(t, g.addr, 12<<20)
-	e := f.startEdge(t, k, proxy.addr(), nil)
-	g.waitConnected(t, k.fp, nil)
+	px := newToxiproxy(t, g.addr)
+	addToxic(t, px, "bandwidth", map[string]any{"rate": 12 << 10}, localfleet.Downstream) // KB/s towards the edge
+	e := f.startEdge(t, k, px.Addr(), nil)
+	g.waitConnected(t, k.Fingerprint, nil)
 
 	dir := t.TempDir()
 	path := filepath.Join(dir, "big.bin")
@@ -147,7 +151,8 @@ func TestUploadInterrupted(t *testing.T) {
 		err error
 	}
 	done := make(chan callRes, 1)
-	before := proxy.toEdge.Load()
+	// received is how much of the content the edge has written to its temporary file.
+	received := func() int64 { n, _ := openSize(e.PID(), dir+"/"); return n }
 	callStart := time.Now()
 	go func() {
 		ctx, cancel := contextTimeout(3 * callTimeout)
@@ -156,22 +161,22 @@ func TestUploadInterrupted(t *testing.T) {
 		done <- callRes{res, err}
 	}()
 	// Encoding 48 MiB of JSON in a -race test binary and parsing it in the gateway takes a while.
-	waitFor(120*time.Second, func() bool { return proxy.toEdge.Load()-before > 1<<20 })
-	t.Logf("%v after the call: first MiB towards the edge", time.Since(callStart).Round(time.Millisecond))
-	// Kill once a third of the content has gone towards the edge.
-	if !waitFor(30*time.Second, func() bool { return proxy.toEdge.Load()-before > 12<<20 }) {
-		t.Fatalf("upload did not get under way: %d bytes towards the edge", proxy.toEdge.Load()-before)
+	waitFor(120*time.Second, func() bool { return received() > 1<<20 })
+	t.Logf("%v after the call: first MiB at the edge", time.Since(callStart).Round(time.Millisecond))
+	// Kill once a third of the content has reached the edge.
+	if !waitFor(30*time.Second, func() bool { return received() > 12<<20 }) {
+		t.Fatalf("upload did not get under way: %d bytes at the edge", received())
 	}
 	if st, err := os.Stat(path); err == nil {
 		t.Fatalf("file already at %s (%d bytes) with only a third sent", path, st.Size())
 	}
-	t.Logf("%v after the call: %d bytes towards the edge, killing it", time.Since(callStart).Round(time.Millisecond), proxy.toEdge.Load()-before)
+	t.Logf("%v after the call: %d bytes at the edge, killing it", time.Since(callStart).Round(time.Millisecond), received())
 	killed := time.Now()
-	if err := syscall.Kill(e.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(e.PID(), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-e.done:
+	case <-e.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("edge did not die")
 	}

@@ -77,7 +77,7 @@ func measureAttack(ctx context.Context, o options, r *report, gw *localfleet.Gat
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(cctx, "chrt", "--idle", "0", self, attackChild,
-		"-addr", fmt.Sprintf("127.0.0.1:%d", fleet.SSHPort), "-host-key", fleet.HostKeyFile,
+		"-addr", gw.SSHAddr(), "-host-key", fleet.HostKeyFile,
 		"-seed", hex.EncodeToString(seed), "-n", strconv.Itoa(o.attackers), "-for", (2 * rowBudget).String())
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -69,15 +69,11 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 	if err := os.Mkdir(fleetDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", fleetDir, err)
 	}
-	fleet, err := localfleet.Prepare(ctx, fleetDir, o.edgeBin, localfleet.EdgeSpec{Name: edgeName})
+	fleet, err := localfleet.Prepare(ctx, localfleet.Config{Dir: fleetDir, EdgeBin: o.edgeBin,
+		Edges: []localfleet.EdgeSpec{{Name: edgeName}}, Log: os.Stderr, Logger: slog.Default()})
 	if err != nil {
 		return nil, err
 	}
-	edge, err := fleet.StartEdge(edgeName)
-	if err != nil {
-		return nil, err
-	}
-	defer edge.Stop()
 	var seed []byte
 	if o.attackers > 0 {
 		if seed, err = attackSetup(fleet, o.attackers); err != nil {
@@ -98,6 +94,11 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 			slog.Warn("gateway did not stop cleanly", "err", cerr)
 		}
 	}()
+	edge, err := fleet.StartEnrolled(gw.SSHAddr(), edgeName)
+	if err != nil {
+		return nil, err
+	}
+	defer edge.Stop()
 	if err := gw.WaitForEdge(ctx, edge); err != nil {
 		return nil, err
 	}

@@ -93,20 +93,16 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}()
 
-	fleet, err := localfleet.Prepare(ctx, dir, o.edgeBin, localfleet.EdgeSpec{
-		Name:           edgeName,
-		Labels:         "env=demo",
-		ReportedLabels: "site=laptop",
+	fleet, err := localfleet.Prepare(ctx, localfleet.Config{
+		Dir:     dir,
+		EdgeBin: o.edgeBin,
+		Edges:   []localfleet.EdgeSpec{{Name: edgeName, Labels: "env=demo", ReportedLabels: "site=laptop"}},
+		Log:     os.Stderr, // the gateway's and the edge's warnings show beside the demo's lines
+		Logger:  slog.Default(),
 	})
 	if err != nil {
 		return err
 	}
-
-	edge, err := fleet.StartEdge(edgeName)
-	if err != nil {
-		return err
-	}
-	defer edge.Stop()
 
 	gw, err := localfleet.StartGateway(ctx, fleet, o.gatewayBin)
 	if err != nil {
@@ -117,6 +113,12 @@ func run(ctx context.Context, o options) (err error) {
 			slog.Warn("gateway did not stop cleanly", "err", cerr)
 		}
 	}()
+
+	edge, err := fleet.StartEnrolled(gw.SSHAddr(), edgeName)
+	if err != nil {
+		return err
+	}
+	defer edge.Stop()
 
 	return tour(ctx, gw, edge, fleet)
 }

@@ -2,99 +2,77 @@ package localfleet
 
 import (
 	"fmt"
-	"log/slog"
 	"os"
 	"os/exec"
-	"strconv"
-	"syscall"
-	"time"
+	"slices"
+	"strings"
 )
-
-// stopGrace is how long Stop waits after SIGTERM before it kills.
-const stopGrace = 5 * time.Second
 
 // Edge is a running mcp-ssh-edge process of a fleet.
 type Edge struct {
-	// Name is the edge's enrolled name, the `edge` argument of the tools.
+	*Proc
+	// Name is the enrolled name, the `edge` argument of the tools; empty for an edge started
+	// from a bare key, whose name the gateway decides (get_status tells it).
 	Name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-	err  error         // exit status, valid after done
+	// Key is the identity the edge authenticates with.
+	Key EdgeKey
 }
 
-// StartEdge starts the enrolled edge called name, dialling the gateway's port on 127.0.0.1.
-// The gateway need not be up yet: the edge retries with its backoff (capped at 2 s here)
-// until it is. extraEnv (`EDGE_…=value`) is appended last, so it overrides the defaults.
-// The caller must Stop the edge.
-func (l *Layout) StartEdge(name string, extraEnv ...string) (*Edge, error) {
+// edgeEnv is the environment of an edge with key k dialling gateway: the fleet's host key
+// pinned, a reconnect backoff capped at 2 s, warnings and up logged, then extraEnv, which
+// overrides. Without EDGE_STATE_DIR in extraEnv the edge gets a fresh state directory.
+func (l *Layout) edgeEnv(gateway string, k EdgeKey, extraEnv []string) ([]string, error) {
+	env := append(BaseEnv(l.Dir),
+		"EDGE_GATEWAY="+gateway,
+		"EDGE_GATEWAY_HOST_KEY="+l.HostKeyFP,
+		"EDGE_KEY_FILE="+k.KeyFile,
+		"EDGE_BACKOFF_MAX=2s",
+		"LOG_LEVEL=warn",
+	)
+	if !slices.ContainsFunc(extraEnv, func(kv string) bool { return strings.HasPrefix(kv, "EDGE_STATE_DIR=") }) {
+		state, err := os.MkdirTemp(l.Dir, "edge-state-")
+		if err != nil {
+			return nil, fmt.Errorf("edge state directory: %w", err)
+		}
+		env = append(env, "EDGE_STATE_DIR="+state)
+	}
+	return append(env, extraEnv...), nil
+}
+
+// StartEdge starts mcp-ssh-edge with key k dialling gateway (host:port: a Gateway's SSHAddr,
+// or a Proxy's Addr in front of it). The gateway need not be up yet: the edge retries with
+// its backoff until it is. extraEnv (`NAME=value`, e.g. EDGE_NAME) is appended last, so it
+// overrides the defaults. The caller must Stop or Kill the edge.
+func (l *Layout) StartEdge(gateway string, k EdgeKey, extraEnv ...string) (*Edge, error) {
+	env, err := l.edgeEnv(gateway, k, extraEnv)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(l.EdgeBin)
+	cmd.Env = env
+	p, err := StartProc(cmd, l.Log)
+	if err != nil {
+		return nil, err
+	}
+	l.logger.Info("started edge", "pid", p.PID(), "fingerprint", k.Fingerprint, "gateway", gateway)
+	return &Edge{Proc: p, Key: k}, nil
+}
+
+// StartEnrolled starts the edge Prepare enrolled as name, dialling gateway: with its key and
+// state directory, EDGE_NAME, its reported labels and the fleet's upload directory.
+func (l *Layout) StartEnrolled(gateway, name string, extraEnv ...string) (*Edge, error) {
 	el, err := l.Edge(name)
 	if err != nil {
 		return nil, err
 	}
-	bin := l.EdgeBin
-	gw := "127.0.0.1:" + strconv.Itoa(l.SSHPort)
-	cmd := exec.Command(bin)
-	cmd.Env = append(CleanEnv("EDGE_", "LOG_"),
-		"EDGE_GATEWAY="+gw,
-		"EDGE_GATEWAY_HOST_KEY="+l.HostKeyFP,
-		"EDGE_KEY_FILE="+el.KeyFile,
-		"EDGE_STATE_DIR="+el.StateDir,
-		"EDGE_NAME="+el.Name,
-		"EDGE_UPLOAD_DIRS="+l.UploadDir,
-		"EDGE_BACKOFF_MAX=2s",
-		"LOG_LEVEL=warn",
-	)
+	env := []string{"EDGE_STATE_DIR=" + el.StateDir, "EDGE_NAME=" + el.Name, "EDGE_UPLOAD_DIRS=" + l.UploadDir}
 	if el.ReportedLabels != "" {
-		cmd.Env = append(cmd.Env, "EDGE_LABELS="+el.ReportedLabels)
+		env = append(env, "EDGE_LABELS="+el.ReportedLabels)
 	}
-	cmd.Env = append(cmd.Env, extraEnv...)
-	cmd.Stdout = os.Stderr // the edge writes nothing to stdout; keep the caller's for results
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+	e, err := l.StartEdge(gateway, el.EdgeKey, append(env, extraEnv...)...)
+	if err != nil {
+		return nil, err
 	}
-	e := &Edge{Name: el.Name, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		e.err = cmd.Wait()
-		close(e.done)
-	}()
-	slog.Info("started edge", "pid", cmd.Process.Pid, "gateway", gw)
+	e.Name = el.Name
 	return e, nil
-}
-
-// PID is the edge process's id, e.g. to read its memory use from /proc.
-func (e *Edge) PID() int { return e.cmd.Process.Pid }
-
-// Done is closed when the edge process has exited.
-func (e *Edge) Done() <-chan struct{} { return e.done }
-
-// Exited reports why the edge stopped, or nil while it runs.
-func (e *Edge) Exited() error {
-	select {
-	case <-e.done:
-		if e.err == nil {
-			return errExitedZero
-		}
-		return fmt.Errorf("edge %s exited early: %w", e.Name, e.err)
-	default:
-		return nil
-	}
-}
-
-// Stop ends the edge: SIGTERM, then SIGKILL if it has not exited within 5 s. It returns once
-// the process is gone and may be called more than once.
-func (e *Edge) Stop() {
-	select {
-	case <-e.done:
-		return
-	default:
-	}
-	_ = e.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-e.done:
-	case <-time.After(stopGrace):
-		slog.Warn("edge ignored SIGTERM; killing it", "edge", e.Name, "grace", stopGrace)
-		_ = e.cmd.Process.Kill()
-		<-e.done
-	}
 }

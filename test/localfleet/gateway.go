@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
+	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client"
@@ -23,85 +24,180 @@ const (
 	CallTimeout = 45 * time.Second
 	// ConnectWait bounds how long WaitForEdge waits for an edge to dial in.
 	ConnectWait = 20 * time.Second
+	// CloseWait bounds how long Close waits for a gateway to exit once its stdin is closed.
+	CloseWait = 15 * time.Second
 	// pollEvery is WaitForEdge's get_status period.
 	pollEvery = 250 * time.Millisecond
 )
 
-// Gateway is a running mcp-ssh-gateway serving MCP over stdio, with the initialized mcp-go
-// client that drives it. One Gateway serves many calls: a call costs one JSON-RPC round trip.
+// ErrStillRunning is Close's error for a gateway that had to be killed: it was still running
+// CloseWait after its stdin closed (or, over HTTP, after SIGTERM).
+var ErrStillRunning = errors.New("gateway still running 15 s after Close, killed")
+
+// Gateway is a running mcp-ssh-gateway and, once connected, the MCP client that drives it.
+// One Gateway serves many calls: a call costs one JSON-RPC round trip.
 type Gateway struct {
-	c   *client.Client
-	cmd *exec.Cmd
+	*Proc
+	http   bool     // MCP_TRANSPORT=http: the gateway ignores its stdin
+	stdin  *os.File // the gateway's stdin, where a stdio session's requests go
+	stdout *os.File // the gateway's stdout, where a stdio session's answers come from
+
+	c       *client.Client
+	ownsC   bool // c runs over stdin and stdout and is closed with the gateway
+	sshAddr string
+	tools   []mcp.Tool
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// GatewayEnv is the gateway's configuration for the fleet l (SPEC §2): loopback only, the
-// fleet's keys and state, MCP over stdio, warnings and up logged.
-func GatewayEnv(l *Layout) []string {
-	return []string{
+// GatewayEnv is the gateway's whole environment for the fleet l: BaseEnv, loopback only on a
+// port the kernel picks (SSH_PORT=0), the fleet's keys and state, MCP over stdio, warnings and
+// up logged; then extraEnv (`NAME=value`), which overrides. README.md (Settings) lists the
+// variables.
+func GatewayEnv(l *Layout, extraEnv ...string) []string {
+	env := append(BaseEnv(l.Dir),
 		"SSH_BIND=127.0.0.1",
-		"SSH_PORT=" + strconv.Itoa(l.SSHPort),
-		"KEYS_DIR=" + l.KeysDir,
-		"HOST_KEY_FILE=" + l.HostKeyFile,
-		"AUTHORIZED_KEYS_FILE=" + l.AuthorizedKeys,
-		"STATE_DIR=" + l.StateDir,
+		"SSH_PORT=0",
+		"KEYS_DIR="+l.KeysDir,
+		"HOST_KEY_FILE="+l.HostKeyFile,
+		"AUTHORIZED_KEYS_FILE="+l.AuthorizedKeys,
+		"STATE_DIR="+l.StateDir,
 		"MCP_TRANSPORT=stdio",
 		"LOG_LEVEL=warn",
-	}
+	)
+	return append(env, extraEnv...)
 }
 
-// StartGateway launches bin as an MCP stdio server for the fleet l, initializes the MCP
-// session and lists the tools. extraEnv (`NAME=value`, e.g. MAX_UPLOAD_BYTES) is appended
-// last, so it overrides GatewayEnv; the caller's own gateway variables are dropped. The
-// gateway's stderr goes to this process's stderr. The caller must Close it.
-func StartGateway(ctx context.Context, l *Layout, bin string, extraEnv ...string) (*Gateway, error) {
-	env := append(CleanEnv(GatewayVarPrefixes()...), GatewayEnv(l)...)
-	env = append(env, extraEnv...)
-	g := &Gateway{}
-	spawn := func(_ context.Context, command string, _ []string, args []string) (*exec.Cmd, error) {
-		cmd := exec.Command(command, args...)
-		cmd.Env = env
-		cmd.Stderr = os.Stderr // gateway logs (warnings and up) show beside the caller's
-		g.cmd = cmd
-		return cmd, nil
-	}
-	c, err := client.NewStdioMCPClientWithOptions(bin, nil, nil, transport.WithCommandFunc(spawn))
+// SpawnGateway starts bin with GatewayEnv(l, extraEnv...) and speaks no MCP to it yet: Connect
+// does. It is for a gateway that is expected to refuse to start, or that serves MCP over HTTP;
+// StartGateway is the usual way. The caller must Close it.
+func SpawnGateway(l *Layout, bin string, extraEnv ...string) (*Gateway, error) {
+	inR, inW, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin, err)
+		return nil, err
 	}
-	g.c = c
-
-	ictx, cancel := context.WithTimeout(ctx, CallTimeout)
-	defer cancel()
-	req := mcp.InitializeRequest{}
-	req.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
-	req.Params.ClientInfo = mcp.Implementation{Name: "mcp-ssh-gateway-localfleet", Version: "0.0.0"}
-	res, err := c.Initialize(ictx, req)
+	outR, outW, err := os.Pipe()
 	if err != nil {
-		_ = g.Close()
-		return nil, fmt.Errorf("MCP initialize with %s: %w", bin, err)
+		inR.Close()
+		inW.Close()
+		return nil, err
 	}
-	slog.Info("gateway ready", "server", res.ServerInfo.Name, "version", res.ServerInfo.Version, "ssh_port", l.SSHPort)
-	if _, err := c.ListTools(ictx, mcp.ListToolsRequest{}); err != nil {
-		_ = g.Close()
-		return nil, fmt.Errorf("list tools: %w", err)
+	env := GatewayEnv(l, extraEnv...)
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout = inR, outW
+	p, err := StartProc(cmd, l.Log)
+	inR.Close() // the child's ends
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
+		return nil, err
 	}
+	g := &Gateway{Proc: p, http: lastValue(env, "MCP_TRANSPORT") == "http", stdin: inW, stdout: outR}
+	l.logger.Info("started gateway", "pid", p.PID())
 	return g, nil
 }
 
-// Client is the initialized mcp-go client, for what Call does not cover (notifications,
-// progress, cancellation).
+// StartGateway starts bin as an MCP stdio server for the fleet l and connects to it (see
+// Connect). extraEnv (`NAME=value`, e.g. MAX_UPLOAD_BYTES) overrides GatewayEnv. The caller
+// must Close it.
+func StartGateway(ctx context.Context, l *Layout, bin string, extraEnv ...string) (*Gateway, error) {
+	g, err := SpawnGateway(l, bin, extraEnv...)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.Connect(ctx, nil); err != nil {
+		_ = g.Close()
+		return nil, err
+	}
+	l.logger.Info("gateway ready", "ssh_addr", g.SSHAddr())
+	return g, nil
+}
+
+// Initialize runs the MCP initialize handshake on the started client c.
+func Initialize(ctx context.Context, c *client.Client) (*mcp.InitializeResult, error) {
+	req := mcp.InitializeRequest{}
+	req.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	req.Params.ClientInfo = mcp.Implementation{Name: "mcp-ssh-gateway-localfleet", Version: "0.0.0"}
+	return c.Initialize(ctx, req)
+}
+
+// Connect makes c the gateway's MCP session: it initializes it, lists the tools and reads the
+// gateway's SSH address from get_status (gateway.ssh_addr), which SSHAddr then returns. c must
+// be started (Client.Start) and stays the caller's; nil means a new client over the gateway's
+// stdio, which Close closes.
+func (g *Gateway) Connect(ctx context.Context, c *client.Client) error {
+	if c == nil {
+		c = client.NewClient(transport.NewIO(g.stdout, g.stdin, nil))
+		if err := c.Start(context.Background()); err != nil {
+			return fmt.Errorf("MCP client over the gateway's stdio: %w", err)
+		}
+		g.ownsC = true
+	}
+	g.c = c
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	if _, err := Initialize(ctx, c); err != nil {
+		return fmt.Errorf("MCP initialize: %w; gateway stderr:\n%s", err, lastBytes(g.Stderr(), 4000))
+	}
+	lt, err := c.ListTools(ctx, mcp.ListToolsRequest{})
+	if err != nil {
+		return fmt.Errorf("tools/list: %w", err)
+	}
+	g.tools = lt.Tools
+	st, err := g.Status(ctx, map[string]any{"limit": 1})
+	if err != nil {
+		return err
+	}
+	if _, port, err := net.SplitHostPort(st.Gateway.SSHAddr); err != nil || port == "0" {
+		return fmt.Errorf("get_status: gateway.ssh_addr %q is not the host:port the gateway listens on", st.Gateway.SSHAddr)
+	}
+	g.sshAddr = st.Gateway.SSHAddr
+	return nil
+}
+
+// SSHAddr is the address the gateway listens on for edges (get_status's gateway.ssh_addr),
+// once connected.
+func (g *Gateway) SSHAddr() string { return g.sshAddr }
+
+// Tools are the tools the gateway listed when it was connected.
+func (g *Gateway) Tools() []mcp.Tool { return g.tools }
+
+// Client is the MCP client, once connected, for what Call does not cover (notifications,
+// progress, resources, cancellation).
 func (g *Gateway) Client() *client.Client { return g.c }
 
-// PID is the gateway process's id, e.g. to read its memory use from /proc.
-func (g *Gateway) PID() int { return g.cmd.Process.Pid }
-
-// Close ends the session: stdin closes, a stdio gateway exits on its own, and Close waits
-// for it (the client kills it if it lingers).
+// Close ends the gateway and returns once it has exited. A stdio gateway exits by itself when
+// its stdin closes, which Close does (with the client it made); one serving MCP over HTTP gets
+// SIGTERM. A gateway still running CloseWait later is killed and Close returns
+// ErrStillRunning. Otherwise Close reports how it exited, or nil for status 0 or when it had
+// already exited before Close. It may be called more than once.
 func (g *Gateway) Close() error {
-	if err := g.c.Close(); err != nil {
-		return fmt.Errorf("stop gateway: %w", err)
-	}
-	return nil
+	g.closeOnce.Do(func() {
+		wasRunning := g.Running()
+		if g.ownsC {
+			_ = g.c.Close()
+		}
+		_ = g.stdin.Close()
+		if g.http && wasRunning {
+			_ = g.Signal(syscall.SIGTERM)
+		}
+		select {
+		case <-g.Done():
+			if wasRunning && g.Err() != nil {
+				g.closeErr = fmt.Errorf("gateway exited: %w", g.Err())
+			}
+		case <-time.After(CloseWait):
+			g.closeErr = ErrStillRunning
+			if err := g.Kill(); err != nil {
+				g.closeErr = fmt.Errorf("%w: %w", ErrStillRunning, err)
+			}
+		}
+		_ = g.stdout.Close()
+	})
+	return g.closeErr
 }
 
 // Call invokes one tool, bounded by CallTimeout, and returns the result as the gateway sent
@@ -157,45 +253,105 @@ func ResultText(res *mcp.CallToolResult) string {
 	return strings.Join(parts, " ")
 }
 
+// Status is get_status's structured output (README.md, Tools).
+type Status struct {
+	Gateway GatewayInfo `json:"gateway"`
+	Totals  struct {
+		Known     int `json:"known"`
+		Connected int `json:"connected"`
+	} `json:"totals"`
+	Edges      []EdgeStatus `json:"edges"`
+	NextCursor string       `json:"next_cursor"`
+}
+
+// GatewayInfo is get_status's gateway object.
+type GatewayInfo struct {
+	Version             string `json:"version"`
+	Mode                string `json:"mode"`
+	SSHAddr             string `json:"ssh_addr"`
+	PublicAddr          string `json:"public_addr"`
+	HostKeyFingerprint  string `json:"host_key_fingerprint"`
+	UptimeSeconds       *int64 `json:"uptime_seconds"`
+	ProvisioningEnabled *bool  `json:"provisioning_enabled"`
+}
+
+// EdgeStatus is one edge of get_status.
+type EdgeStatus struct {
+	Name           string            `json:"name"`
+	Fingerprint    string            `json:"fingerprint"`
+	Connected      bool              `json:"connected"`
+	Labels         map[string]string `json:"labels"`
+	ReportedLabels map[string]string `json:"reported_labels"`
+	RemoteAddr     string            `json:"remote_addr"`
+	ConnectedSince string            `json:"connected_since"`
+	LastSeen       string            `json:"last_seen"`
+	EdgeVersion    string            `json:"edge_version"`
+	OS             string            `json:"os"`
+	Arch           string            `json:"arch"`
+	InFlight       *int              `json:"in_flight"`
+}
+
+// Status calls get_status with args and decodes it.
+func (g *Gateway) Status(ctx context.Context, args map[string]any) (Status, error) {
+	var st Status
+	raw, err := g.CallStructured(ctx, "get_status", args)
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return st, fmt.Errorf("get_status: decode: %w", err)
+	}
+	return st, nil
+}
+
 // WaitForEdge polls get_status until the edge e shows connected, for at most ConnectWait.
-// It fails at once if the edge process exits.
+// It fails at once if the edge or the gateway exits.
 func (g *Gateway) WaitForEdge(ctx context.Context, e *Edge) error {
 	ctx, cancel := context.WithTimeout(ctx, ConnectWait)
 	defer cancel()
-	type status struct {
-		Edges []struct {
-			Name      string `json:"name"`
-			Connected bool   `json:"connected"`
-		} `json:"edges"`
-	}
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
 	for {
 		if err := e.Exited(); err != nil {
-			return err
+			return fmt.Errorf("edge %s: %w", e.Key.Fingerprint, err)
 		}
-		raw, err := g.CallStructured(ctx, "get_status", map[string]any{"connected_only": true})
+		if err := g.Exited(); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		st, err := g.Status(ctx, map[string]any{"connected_only": true, "limit": 1000})
 		if err != nil && ctx.Err() == nil {
 			return err
 		}
-		if err == nil {
-			var st status
-			if err := json.Unmarshal(raw, &st); err != nil {
-				return fmt.Errorf("get_status: decode: %w", err)
-			}
-			for _, s := range st.Edges {
-				if s.Name == e.Name && s.Connected {
-					return nil
-				}
+		for _, s := range st.Edges {
+			if s.Fingerprint == e.Key.Fingerprint && s.Connected {
+				return nil
 			}
 		}
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("edge %s did not connect within %s: check the edge's log lines above", e.Name, ConnectWait)
+				return fmt.Errorf("edge %s did not connect within %s; its log:\n%s", e.Key.Fingerprint, ConnectWait, lastBytes(e.Stderr(), 2000))
 			}
 			return ctx.Err()
 		case <-tick.C:
 		}
 	}
+}
+
+// lastValue is the value of the last NAME=… in env, the one a process sees.
+func lastValue(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], name+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// lastBytes is the end of s, at most n bytes, for error messages.
+func lastBytes(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
 }

@@ -1,9 +1,10 @@
 // client.mjs checks mcp-ssh-gateway against the official MCP TypeScript SDK client.
 //
 // It spawns the gateway over stdio, lists the tools (so the SDK knows their output schemas
-// and validates every structuredContent against them), waits for an edge to connect and
-// calls every tool: the six of SPEC §4.2, the jobs, fan-out, download and find_edges tools,
-// the key lifecycle tools when a provisioning token is given, and reads the MCP resources.
+// and validates every structuredContent against them), prints the gateway's ssh_addr, waits
+// for an edge to connect and calls every tool of README.md (Tools): the six core ones, the
+// jobs, fan-out, download and find_edges tools, the key lifecycle tools when a provisioning
+// token is given, and reads the MCP resources.
 //
 // Environment:
 //   GATEWAY_BIN      path of mcp-ssh-gateway (required); it inherits this process's environment
@@ -32,7 +33,7 @@ const CALL_TIMEOUT_MS = 30_000;
 const JOB_WAIT_MS = 10_000; // a short background job finishes, a cancelled one stops, within this
 const PENDING_WAIT_MS = 15_000; // an unknown edge shows as pending / an approved one connects
 
-// Annotations per SPEC §4.2: readOnly, destructive, idempotent, openWorld.
+// Annotations of the six core tools: readOnly, destructive, idempotent, openWorld.
 const TOOLS = {
   get_status: [true, false, true, false],
   register_edge_key: [false, false, true, false],
@@ -42,7 +43,7 @@ const TOOLS = {
   get_device_info: [true, false, true, true],
 };
 
-// Tools that later issues add (SPEC §4.3).
+// The other tools of README.md (Tools).
 const NEW_TOOLS = [
   'start_command', 'get_command', 'cancel_command', 'list_commands',
   'run_on_edges', 'download_file', 'find_edges',
@@ -104,7 +105,7 @@ async function call(client, name, args, { expectError = false } = {}) {
   }
   assert.equal(typeof res.structuredContent, 'object', `${name}: no structuredContent`);
   assert.ok(res.structuredContent !== null, `${name}: structuredContent is null`);
-  // SPEC §4.1: a JSON text copy of the structured content.
+  // Every result carries a JSON text copy of the structured content (README.md, Tools).
   assert.deepEqual(JSON.parse(text), res.structuredContent, `${name}: text content is not a JSON copy of structuredContent`);
   return res.structuredContent;
 }
@@ -152,7 +153,7 @@ async function checkTools(client) {
   for (const name of NEW_TOOLS) {
     assert.ok(byName.has(name), `tool ${name} is missing (have: ${have()})`);
   }
-  // SPEC §4.1, for every tool listed: schemas, descriptions, all four annotations set.
+  // For every tool listed: schemas, descriptions, all four annotations set.
   for (const t of tools) {
     assert.ok(t.description?.trim(), `${t.name}: no description`);
     assert.equal(t.inputSchema?.type, 'object', `${t.name}: inputSchema is not an object schema`);
@@ -593,6 +594,8 @@ async function main() {
     assert.ok(Number.isInteger(st.totals.known) && Number.isInteger(st.totals.connected), 'totals are integers');
     return st;
   });
+  // The gateway listens on SSH_PORT=0: whoever starts the edges learns the port here.
+  log(`ssh_addr ${status.gateway.ssh_addr}`);
 
   await check('get_agent_pubkey', async () => {
     const pk = await call(client, 'get_agent_pubkey', {});
