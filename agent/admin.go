@@ -1,22 +1,26 @@
 package main
 
-// The admin CLI (SPEC §4.3): key and enrolment operations for operators who keep the
+// The admin CLI: key and enrolment operations for operators who keep the
 // provisioning token out of any model's context, and `audit verify`. It works on the same
 // files as a running gateway, which picks every change up at once (and audits it).
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/approval"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
@@ -30,15 +34,19 @@ const adminUsage = `Admin commands (they use the same environment as the gateway
   mcp-ssh-gateway keys approve --name NAME [--labels k=v,…] SHA256:FINGERPRINT
   mcp-ssh-gateway enroll-token --name NAME [--labels k=v,…] [--ttl 10m]
   mcp-ssh-gateway audit verify [FILE…]   (default: AUDIT_LOG with its rotated files, oldest first)
+  mcp-ssh-gateway actions list|approve ID|deny ID [--reason TEXT]   (calls that wait for a person; actions --help)
 `
 
 // isAdminCommand reports whether args name an admin command.
 func isAdminCommand(args []string) bool {
-	return len(args) > 0 && slices.Contains([]string{"keys", "enroll-token", "audit"}, args[0])
+	return len(args) > 0 && slices.Contains([]string{"keys", "enroll-token", "audit", "actions"}, args[0])
 }
 
 // runAdmin runs one admin command: 0 ok, 1 failure, 2 usage.
 func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if args[0] == "actions" {
+		return runActions(args[1:], stdout, stderr)
+	}
 	fail := func(code int, format string, a ...any) int {
 		fmt.Fprintf(stderr, "mcp-ssh-gateway: "+format+"\n", a...)
 		return code
@@ -162,6 +170,108 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return auditVerify(cfg, pos, stdout, stderr)
 	}
 	return fail(2, "bad usage of %q\n%s", strings.Join(args, " "), adminUsage)
+}
+
+const actionsUsage = `Calls that wait for a person (POLICY_FILE rules with approval: [...]):
+  mcp-ssh-gateway actions list                        what waits, oldest first
+  mcp-ssh-gateway actions approve ID [--reason TEXT]  let the waiting call go ahead
+  mcp-ssh-gateway actions deny ID [--reason TEXT]     refuse it; the model reads the reason
+
+They work on STATE_DIR/actions, the same files as the running gateway, which notices a
+decision within a second. A call nobody decides is refused when approval_timeout_seconds
+runs out (silence is no). The audit log records the approver as cli:<unix user>.
+`
+
+// runActions runs `actions list|approve|deny`: 0 ok, 1 failure, 2 usage. Like the
+// keys commands it works on the files of a running gateway and needs none of its locks.
+func runActions(args []string, stdout, stderr io.Writer) int {
+	fail := func(code int, format string, a ...any) int {
+		fmt.Fprintf(stderr, "mcp-ssh-gateway: "+format+"\n", a...)
+		return code
+	}
+	if slices.ContainsFunc(args, func(a string) bool { return slices.Contains([]string{"--help", "-help", "-h", "help"}, a) }) {
+		fmt.Fprint(stdout, actionsUsage)
+		return 0
+	}
+	if len(args) == 0 {
+		return fail(2, "actions: say list, approve ID or deny ID\n%s", actionsUsage)
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("actions "+sub, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	reason := fs.String("reason", "", "why (shown to the model and audited)")
+	var pos []string
+	for rest := args[1:]; ; { // flags before or after the ID
+		if err := fs.Parse(rest); err != nil {
+			return fail(2, "actions %s: bad flags (only --reason exists)\n%s", sub, actionsUsage)
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		pos, rest = append(pos, rest[0]), rest[1:]
+	}
+	// Arguments are not echoed: a mistaken paste could be a token.
+	switch {
+	case sub == "list" && len(pos) == 0 && *reason == "":
+	case (sub == "approve" || sub == "deny") && len(pos) == 1:
+	case sub == "list":
+		return fail(2, "actions list: bad usage (it takes no arguments)\n%s", actionsUsage)
+	case sub == "approve" || sub == "deny":
+		return fail(2, "actions %s: bad usage (give one action ID)\n%s", sub, actionsUsage)
+	default:
+		return fail(2, "actions: bad usage (say list, approve ID or deny ID)\n%s", actionsUsage)
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return fail(2, "%v", err)
+	}
+	log := newLogger(cfg.LogLevel, cfg.LogFormat, stderr)
+	st, err := approval.Open(cfg.StateDir, log)
+	if err != nil {
+		return fail(1, "%v", err)
+	}
+	defer st.Close()
+
+	if sub == "list" {
+		l, err := st.List()
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		now := time.Now()
+		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tAGE\tEXPIRES IN\tACTOR\tROLE\tTOOL\tEDGE\tSUMMARY")
+		for _, a := range l {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, now.Sub(a.Created).Round(time.Second), a.Expires.Sub(now).Round(time.Second),
+				dash(a.Actor), dash(a.Role), a.Tool, dash(a.Edge), dash(a.Summary))
+		}
+		tw.Flush()
+		return 0
+	}
+	id := strings.ToLower(strings.TrimSpace(pos[0]))
+	if !approval.ValidID(id) {
+		return fail(2, "actions %s: an action ID is 12 hex characters, as `mcp-ssh-gateway actions list` shows", sub)
+	}
+	a, err := st.Decide(id, sub == "approve", cliApprover(), *reason)
+	if errors.Is(err, approval.ErrNotPending) {
+		return fail(1, "%v; `mcp-ssh-gateway actions list` shows what waits", err)
+	}
+	if err != nil {
+		return fail(1, "%v", err)
+	}
+	if sub == "approve" {
+		fmt.Fprintf(stdout, "approved %s: %s on %s for %s (the waiting call goes ahead now)\n", a.ID, a.Tool, dash(a.Edge), dash(a.Actor))
+	} else {
+		fmt.Fprintf(stdout, "denied %s: %s on %s for %s (the waiting call is refused now)\n", a.ID, a.Tool, dash(a.Edge), dash(a.Actor))
+	}
+	return 0
+}
+
+// cliApprover names the person deciding from the CLI, as the audit log records it.
+func cliApprover() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "cli:" + u.Username
+	}
+	return "cli:uid=" + strconv.Itoa(os.Getuid())
 }
 
 // enrollToken creates an enrolment from the gateway's settings: host key and PUBLIC_ADDR.

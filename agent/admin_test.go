@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/goleak"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/approval"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 )
 
@@ -72,5 +77,99 @@ func TestAdminKeys(t *testing.T) {
 	os.WriteFile(log, []byte(`{"event":"x","prev":""}`+"\n"+`{"event":"y","prev":"bad"}`+"\n"), 0o600)
 	if _, errs, code := admin("", "audit", "verify", log); code != 1 || !strings.Contains(errs, "line 2") {
 		t.Errorf("verify of a broken chain: exit %d %q", code, errs)
+	}
+}
+
+// TestAdminActions runs `actions list|approve|deny` in-process while a Store stands in for the
+// running gateway, with calls waiting on it: the CLI's decisions reach the waiting calls.
+func TestAdminActions(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	t.Setenv("KEYS_DIR", filepath.Join(dir, "keys"))
+	t.Setenv("STATE_DIR", state)
+	gw, err := approval.Open(state, nil) // the running gateway's store
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	type waited struct {
+		d   approval.Decision
+		err error
+	}
+	submit := func(tool, summary string) (approval.Action, <-chan waited) {
+		a, err := gw.Submit(approval.Action{Actor: "http:ops", Role: "admin", Tool: tool, Edge: "cam1", Summary: summary, RequestID: "r-" + tool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch := make(chan waited, 1)
+		go func() {
+			d, err := gw.Wait(context.Background(), a.ID)
+			ch <- waited{d, err}
+		}()
+		return a, ch
+	}
+	up, upDone := submit("upload_file", "path: /etc/app.conf; content: 12 bytes (not shown)")
+	rb, rbDone := submit("run_command", "argv: reboot")
+	decided := func(ch <-chan waited, approved bool, reason string) func(*testing.T) {
+		return func(t *testing.T) {
+			select {
+			case w := <-ch:
+				if w.err != nil || w.d.Approved != approved || w.d.Approver != cliApprover() || w.d.Reason != reason {
+					t.Errorf("the waiting call got %+v, %v; want approved %v by %s, reason %q", w.d, w.err, approved, cliApprover(), reason)
+				}
+			case <-time.After(time.Second):
+				t.Error("the waiting call did not see the CLI's decision within 1 s")
+			}
+		}
+	}
+	stillWaiting := func(t *testing.T) {
+		select {
+		case w := <-upDone:
+			t.Fatalf("the call stopped waiting before any decision: %+v", w)
+		default:
+		}
+	}
+	for _, tc := range []struct {
+		args             []string
+		wantCode         int
+		wantOut, wantErr string
+		notOut           string
+		then             func(*testing.T)
+	}{
+		{[]string{"actions", "list"}, 0, "EXPIRES IN", "", "", stillWaiting},
+		{[]string{"actions", "list"}, 0, up.ID, "", "", nil},
+		{[]string{"actions", "list"}, 0, "path: /etc/app.conf; content: 12 bytes (not shown)", "", "", nil},
+		{[]string{"actions", "list"}, 0, rb.ID, "", "", nil},
+		{[]string{"actions", "--help"}, 0, "actions approve ID [--reason TEXT]", "", "", nil},
+		{[]string{"actions"}, 2, "", "say list, approve ID or deny ID", "", nil},
+		{[]string{"actions", "frobnicate"}, 2, "", "bad usage", "", nil},
+		{[]string{"actions", "approve"}, 2, "", "bad usage", "", nil},
+		{[]string{"actions", "approve", up.ID, rb.ID}, 2, "", "bad usage", "", nil},
+		{[]string{"actions", "list", "--reason", "x"}, 2, "", "bad usage", "", nil},
+		{[]string{"actions", "approve", "--name", "x", up.ID}, 2, "", "only --reason exists", "", nil},
+		{[]string{"actions", "approve", "tok-secret-123", "tok-secret-456"}, 2, "", "give one action ID", "", nil},
+		{[]string{"actions", "approve", "tok-secret-123"}, 2, "", "12 hex characters", "", stillWaiting},
+		{[]string{"actions", "approve", "0123456789ab"}, 1, "", "no pending action 0123456789ab: it was decided, expired, or never existed; `mcp-ssh-gateway actions list` shows what waits", "", stillWaiting},
+		{[]string{"actions", "approve", strings.ToUpper(up.ID), "--reason", "looks fine"}, 0, "approved " + up.ID + ": upload_file on cam1 for http:ops", "", "", decided(upDone, true, "looks fine")},
+		{[]string{"actions", "approve", up.ID}, 1, "", "no pending action " + up.ID, "", nil},
+		{[]string{"actions", "deny", up.ID}, 1, "", "no pending action " + up.ID, "", nil},
+		{[]string{"actions", "list"}, 0, rb.ID, "", up.ID, nil},
+		{[]string{"actions", "deny", "--reason", "not on a Friday", rb.ID}, 0, "denied " + rb.ID, "", "", decided(rbDone, false, "not on a Friday")},
+		{[]string{"actions", "list"}, 0, "SUMMARY", "", rb.ID, nil},
+	} {
+		var out, errb bytes.Buffer
+		code := run(tc.args, strings.NewReader(""), &out, &errb)
+		if code != tc.wantCode || !strings.Contains(out.String(), tc.wantOut) || !strings.Contains(errb.String(), tc.wantErr) ||
+			(tc.notOut != "" && strings.Contains(out.String(), tc.notOut)) {
+			t.Errorf("%v: exit %d, out %q, err %q; want exit %d, out with %q (without %q), err with %q",
+				tc.args, code, out.String(), errb.String(), tc.wantCode, tc.wantOut, tc.notOut, tc.wantErr)
+		}
+		if strings.Contains(out.String()+errb.String(), "tok-secret") || strings.Contains(errb.String(), "frobnicate") {
+			t.Errorf("%v: the argument was echoed", tc.args)
+		}
+		if tc.then != nil {
+			tc.then(t)
+		}
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// config is every gateway setting of SPEC §2, read once from the environment in main.
+// config is every gateway setting (the README's Settings), read once from the environment in main.
 type config struct {
 	Mode              string        `envconfig:"GATEWAY_MODE" default:"reverse"`
 	SSHBind           string        `envconfig:"SSH_BIND" default:"0.0.0.0"`
@@ -23,6 +23,7 @@ type config struct {
 	HostKeyFile       string        `envconfig:"HOST_KEY_FILE"`
 	AuthorizedKeys    string        `envconfig:"AUTHORIZED_KEYS_FILE"`
 	ProvisionToken    string        `envconfig:"PROVISION_TOKEN"`
+	PolicyFile        string        `envconfig:"POLICY_FILE"`
 	StateDir          string        `envconfig:"STATE_DIR"`
 	AuditLog          string        `envconfig:"AUDIT_LOG"`
 	AuditMaxBytes     int64         `envconfig:"AUDIT_LOG_MAX_BYTES" default:"104857600"`
@@ -82,8 +83,8 @@ func (c *config) complete() error {
 	switch c.Transport {
 	case "stdio":
 	case "http":
-		if c.HTTPToken == "" {
-			return errors.New("MCP_HTTP_TOKEN is empty: the gateway refuses to serve MCP over HTTP without a bearer token")
+		if c.HTTPToken == "" && c.PolicyFile == "" {
+			return errors.New("MCP_HTTP_TOKEN is empty: the gateway refuses to serve MCP over HTTP without a bearer token (set it, or name clients with tokens in a POLICY_FILE)")
 		}
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			return fmt.Errorf("MCP_HTTP_ADDR=%q is not [host]:port", c.HTTPAddr)

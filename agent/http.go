@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/tools"
 )
 
 // HTTP server limits. No write timeout: a tool call may stream progress for as long as
@@ -29,15 +31,17 @@ const (
 // by bearer tokens, and an unauthenticated /healthz; over TLS when a certificate is configured.
 // It returns when ctx is done, after in-flight requests finish (bounded by callCtx, which the
 // caller cancels after the shutdown grace).
-func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, metrics http.Handler, log *slog.Logger) error {
+func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, access tools.Access, metrics http.Handler, log *slog.Logger) error {
 	mcpHandler := server.NewStreamableHTTPServer(s,
 		server.WithEndpointPath("/mcp"),
 		server.WithStreamableHTTPLogger(log),
 		server.WithSessionIdleTTL(httpSessionIdleTTL),
-		server.WithHTTPContextFunc(func(ctx context.Context, _ *http.Request) context.Context { return ctx }),
+		server.WithHTTPContextFunc(func(ctx context.Context, r *http.Request) context.Context {
+			return tools.WithBearer(ctx, bearer(r))
+		}),
 	)
 	srv := &http.Server{
-		Handler:           newHTTPHandler(cfg, mcpHandler, metrics, log),
+		Handler:           newHTTPHandler(cfg, access.ClientKnown, mcpHandler, metrics, log),
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		IdleTimeout:       httpIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
@@ -76,7 +80,7 @@ func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, m
 
 // newHTTPHandler routes /healthz (open), /mcp (MCP_HTTP_TOKEN) and /metrics (METRICS_TOKEN,
 // else MCP_HTTP_TOKEN). Request bodies are bounded by the largest upload a call may carry.
-func newHTTPHandler(cfg *config, mcpHandler, metrics http.Handler, log *slog.Logger) http.Handler {
+func newHTTPHandler(cfg *config, known func(token string) bool, mcpHandler, metrics http.Handler, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -84,7 +88,7 @@ func newHTTPHandler(cfg *config, mcpHandler, metrics http.Handler, log *slog.Log
 	})
 	// base64 of MAX_UPLOAD_BYTES plus room for the JSON-RPC envelope.
 	maxBody := cfg.MaxUploadBytes/3*4 + 1<<20
-	mux.Handle("/mcp", requireToken(cfg.HTTPToken, "MCP_HTTP_TOKEN", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/mcp", requireClient(known, "MCP_HTTP_TOKEN or a POLICY_FILE client", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		mcpHandler.ServeHTTP(w, r)
 	})))
@@ -98,13 +102,28 @@ func newHTTPHandler(cfg *config, mcpHandler, metrics http.Handler, log *slog.Log
 	return mux
 }
 
-// requireToken answers 401 at once to a request without the bearer token: before any MCP work,
-// without reading the body, and closing the connection so a guesser holds nothing open.
+// requireToken is requireClient for one token.
 func requireToken(token, setting string, log *slog.Logger, next http.Handler) http.Handler {
-	want := []byte("Bearer " + token)
+	return requireClient(func(got string) bool {
+		return token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	}, setting, log, next)
+}
+
+// bearer is the request's bearer token, "" when it has none.
+func bearer(r *http.Request) string {
+	v, ok := strings.CutPrefix(strings.TrimSpace(r.Header.Get("Authorization")), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(v)
+}
+
+// requireClient answers 401 at once to a request whose bearer token names no client: before
+// any MCP work, without reading the body, and closing the connection so a guesser holds
+// nothing open.
+func requireClient(known func(token string) bool, setting string, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(strings.TrimSpace(r.Header.Get("Authorization")))
-		if token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		if !known(bearer(r)) {
 			log.Debug("http request refused: missing or wrong bearer token", "path", r.URL.Path, "remote_addr", r.RemoteAddr)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mcp-ssh-gateway"`)
 			w.Header().Set("Connection", "close")

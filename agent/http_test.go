@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/tools"
 )
 
 // TestHTTPHandlerTokens checks which path wants which token, and that a refusal never reaches
@@ -35,7 +37,8 @@ func TestHTTPHandlerTokens(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &config{HTTPToken: "secret", MetricsToken: tc.metricsToken, MaxUploadBytes: 1 << 20}
-			h := newHTTPHandler(cfg, mcpH, metricsH, slog.New(slog.DiscardHandler))
+			access := tools.Access{HTTPToken: cfg.HTTPToken}
+			h := newHTTPHandler(cfg, access.ClientKnown, mcpH, metricsH, slog.New(slog.DiscardHandler))
 			before := reached
 			body := &countingBody{Reader: strings.NewReader(`{"jsonrpc":"2.0"}`)}
 			req := httptest.NewRequest(http.MethodPost, tc.path, body)

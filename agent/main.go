@@ -1,6 +1,6 @@
 // Command mcp-ssh-gateway is the control side of mcp-ssh-gateway: an SSH server that edge
 // devices dial into, and an MCP server (stdio or streamable HTTP) whose tools reach those edges
-// through typed RPCs. Settings come from the environment (SPEC §2); see --help.
+// through typed RPCs. Settings come from the environment; see --help.
 package main
 
 import (
@@ -9,15 +9,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/approval"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/metrics"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/policy"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/tools"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 )
@@ -168,9 +175,17 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		<-sshDone
 	}()
 
-	actor := "stdio"
-	if cfg.Transport == "http" {
-		actor = "http"
+	approvals, err := approval.Open(cfg.StateDir, log)
+	if err != nil {
+		return fmt.Errorf("STATE_DIR: %w", err)
+	}
+	defer approvals.Close()
+	// The policy is loaded once the tools exist (it is checked against their names); the
+	// tools read it through this variable, which is set before anything is served.
+	var guard *policy.Watcher
+	access := tools.Access{HTTPToken: cfg.HTTPToken, Approvals: approvals}
+	if cfg.PolicyFile != "" {
+		access.Policy = func() *policy.Policy { return guard.Current() }
 	}
 	mcpSrv := tools.NewServer(gw, tools.Config{
 		Version:          version,
@@ -181,10 +196,17 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		FilesDir:         cfg.FilesDir,
 		MaxTransferBytes: cfg.MaxTransferBytes,
 		ProvisionToken:   cfg.ProvisionToken,
-		Actor:            actor,
+		Actor:            "stdio",
 		Audit:            auditLog,
 		Log:              log,
+		Access:           access,
 	})
+	if cfg.PolicyFile != "" {
+		if guard, err = openPolicy(cfg, mcpSrv, auditLog, log); err != nil {
+			return err
+		}
+		go guard.Run(sshCtx)
+	}
 	go tools.WatchResources(sshCtx, mcpSrv, gw) // MCP resources follow edges coming and going
 
 	// Calls keep running on their own context for shutdownGrace after a signal; stdin closing
@@ -204,7 +226,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 
 	switch cfg.Transport {
 	case "http":
-		err = serveHTTP(ctx, callCtx, cfg, mcpSrv, mtr.Handler(), log)
+		err = serveHTTP(ctx, callCtx, cfg, mcpSrv, access, mtr.Handler(), log)
 	default:
 		err = tools.ServeStdio(callCtx, mcpSrv, stdin, stdout)
 	}
@@ -213,6 +235,33 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	}
 	log.Info("gateway stopping: closing tunnels")
 	return nil
+}
+
+// openPolicy loads POLICY_FILE (a broken file stops the start) and watches it: a change takes
+// effect at once without touching a tunnel, and a broken one keeps the last good policy; both
+// are logged and audited, and clients are told that their list of tools may have changed.
+func openPolicy(cfg *config, srv *server.MCPServer, auditLog *audit.Logger, log *slog.Logger) (*policy.Watcher, error) {
+	names := slices.Sorted(maps.Keys(srv.ListTools()))
+	onReload := func(p *policy.Policy, err error) {
+		if err != nil {
+			log.Error("policy file rejected: the last good policy stays in force", "file", cfg.PolicyFile, "err", err)
+			auditLog.Write(audit.Event{Event: "policy_rejected", Path: cfg.PolicyFile, Outcome: "error", Error: err.Error()})
+			return
+		}
+		log.Info("policy reloaded", "file", cfg.PolicyFile, "roles", len(p.Roles()), "http_clients", p.HTTPClientCount())
+		auditLog.Write(audit.Event{Event: "policy_reloaded", Path: cfg.PolicyFile, Outcome: "ok"})
+		srv.SendNotificationToAllClients(mcp.MethodNotificationToolsListChanged, nil)
+	}
+	w, err := policy.NewWatcher(cfg.PolicyFile, log, onReload, policy.WithKnownTools(names...))
+	if err != nil {
+		return nil, fmt.Errorf("POLICY_FILE: %w", err)
+	}
+	p := w.Current()
+	if cfg.Transport == "http" && cfg.HTTPToken == "" && p.HTTPClientCount() == 0 {
+		return nil, errors.New("POLICY_FILE names no HTTP client and MCP_HTTP_TOKEN is empty: no client could reach the gateway over HTTP")
+	}
+	log.Info("policy loaded", "file", cfg.PolicyFile, "roles", len(p.Roles()), "http_clients", p.HTTPClientCount(), "stdio_role", p.StdioRole())
+	return w, nil
 }
 
 // drained is closed once no RPC is in flight on any edge (polled: shutdown only).

@@ -19,7 +19,7 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-// settings are the edge's SPEC §3 settings: EDGE_* variables, overridden by flags.
+// settings are the edge's settings (the README's Settings): EDGE_* variables, overridden by flags.
 type settings struct {
 	Gateway           []string      `envconfig:"GATEWAY"`
 	GatewayHostKey    string        `envconfig:"GATEWAY_HOST_KEY"`

@@ -1,4 +1,4 @@
-// Package audit writes the gateway's append-only audit log (SPEC §4.4): one JSON object per
+// Package audit writes the gateway's append-only audit log: one JSON object per
 // line, each carrying the SHA-256 of the line before it, so an edited or truncated log shows.
 package audit
 

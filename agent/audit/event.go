@@ -1,6 +1,6 @@
 package audit
 
-// Event is one line of the audit log (SPEC §4.4). Empty fields are left out of the line.
+// Event is one line of the audit log. Empty fields are left out of the line.
 // Never put a token, private key, stdin or file content in an Event.
 type Event struct {
 	Time        string   `json:"time"`  // set by Logger.Write
@@ -20,7 +20,8 @@ type Event struct {
 	DurationMs  *int64   `json:"duration_ms,omitempty"`
 	Bytes       *int64   `json:"bytes,omitempty"`
 	SHA256      string   `json:"sha256,omitempty"`
-	Outcome     string   `json:"outcome,omitempty"` // ok, error, refused, timeout, cancelled
+	Outcome     string   `json:"outcome,omitempty"`  // ok, error, refused, timeout, cancelled
+	Approver    string   `json:"approver,omitempty"` // who approved or denied a call that waited for a person
 	Error       string   `json:"error,omitempty"`
 	Prev        string   `json:"prev"` // SHA-256 (hex) of the previous line; set by Logger.Write
 }

@@ -50,7 +50,7 @@ func downloadTool() mcp.Tool {
 	)
 }
 
-func (h *handlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in DownloadInput) *mcp.CallToolResult {
+func (h *handlers) downloadFile(ctx context.Context, req mcp.CallToolRequest, in DownloadInput) *mcp.CallToolResult {
 	const tool = "download_file"
 	if err := checkEdgeArg(in.Edge); err != nil {
 		return errResult(err.Error())
@@ -77,11 +77,12 @@ func (h *handlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in D
 
 	if in.DestPath == "" {
 		var buf bytes.Buffer
-		c, cres := h.begin(ctx, tool, in.Edge, ask{path: in.Path}, audit.Event{})
+		c, cres := h.begin(ctx, req, tool, in.Edge, ask{path: in.Path}, audit.Event{})
 		if cres != nil {
 			return cres
 		}
 		start := time.Now()
+		p.Within = c.within
 		res, err := c.edge.Download(ctx, c.id, p, &buf)
 		ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 		if err != nil {
@@ -113,12 +114,13 @@ func (h *handlers) downloadFile(ctx context.Context, _ mcp.CallToolRequest, in D
 	if err != nil {
 		return errResult(err.Error())
 	}
-	c, cres := h.begin(ctx, tool, in.Edge, ask{path: in.Path}, audit.Event{})
+	c, cres := h.begin(ctx, req, tool, in.Edge, ask{path: in.Path}, audit.Event{})
 	if cres != nil {
 		dest.discard()
 		return cres
 	}
 	start := time.Now()
+	p.Within = c.within
 	res, err := c.edge.Download(ctx, c.id, p, dest)
 	ev := audit.Event{Path: in.Path, DurationMs: audit.Ptr(time.Since(start).Milliseconds())}
 	if err == nil {

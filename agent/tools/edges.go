@@ -12,6 +12,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/policy"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -49,32 +50,36 @@ func (a ask) event(e audit.Event) audit.Event {
 	return e
 }
 
-// edgeCall is one tool call on one edge, from resolution to its outcome line: the handle the
-// edge was resolved to (once), and the request id that the audit lines share with the RPC,
-// and so with the edge's rpc.log.
+// edgeCall is one tool call on one edge, from resolution to its outcome line: who calls, the
+// handle the edge was resolved to (once), the request id that the audit lines share with the
+// RPC (and so with the edge's rpc.log), and what the policy let it do.
 type edgeCall struct {
-	h    *handlers
-	tool string
-	edge gateway.Edge // nil when the edge did not resolve
-	name string       // the edge's name, or the argument when it did not resolve
-	fp   string
-	id   string
+	h      *handlers
+	tool   string
+	who    caller
+	pol    *policy.Policy
+	edge   gateway.Edge // nil when the edge did not resolve
+	name   string       // the edge's name, or the argument when it did not resolve
+	fp     string
+	id     string
+	within []string // path prefixes the deciding rule confines the call to; nil = any
 }
 
-// begin resolves ref, checks the call against the gateway's policy and writes the audit
-// intent line. A non-nil result means the call ends here: the edge is unknown or the call
-// was refused (its outcome line is written too).
-func (h *handlers) begin(ctx context.Context, tool, ref string, a ask, ev audit.Event) (*edgeCall, *mcp.CallToolResult) {
+// begin resolves ref, checks the call against the gateway's policy (waiting for a person when
+// the policy says so) and writes the audit intent line. A non-nil result means the call ends
+// here: the edge is unknown, or the call was refused or not approved (its outcome line is
+// written too).
+func (h *handlers) begin(ctx context.Context, req mcp.CallToolRequest, tool, ref string, a ask, ev audit.Event) (*edgeCall, *mcp.CallToolResult) {
 	if err := checkEdgeArg(ref); err != nil {
 		return nil, errResult(err.Error())
 	}
-	c, err := h.resolveCall(tool, ref)
+	c, err := h.resolveCall(ctx, tool, ref)
 	if err != nil {
 		c.write("intent", a.event(ev))
 		c.end(outcomeOf(err), err, audit.Event{})
 		return nil, errResult(edgeMessage(ref, err))
 	}
-	if res := c.authorize(ctx, a, ev); res != nil {
+	if res := c.authorize(ctx, req, a, ev); res != nil {
 		return nil, res
 	}
 	c.write("intent", a.event(ev))
@@ -83,38 +88,62 @@ func (h *handlers) begin(ctx context.Context, tool, ref string, a ask, ev audit.
 
 // open is begin for calls that only read what the edge keeps (a job's output, its list of
 // jobs): resolved and checked, audited only when refused.
-func (h *handlers) open(ctx context.Context, tool, ref string, a ask) (*edgeCall, *mcp.CallToolResult) {
+func (h *handlers) open(ctx context.Context, req mcp.CallToolRequest, tool, ref string, a ask) (*edgeCall, *mcp.CallToolResult) {
 	if err := checkEdgeArg(ref); err != nil {
 		return nil, errResult(err.Error())
 	}
-	c, err := h.resolveCall(tool, ref)
+	c, err := h.resolveCall(ctx, tool, ref)
 	if err != nil {
 		return nil, errResult(edgeMessage(ref, err))
 	}
-	if res := c.authorize(ctx, a, audit.Event{}); res != nil {
+	if res := c.authorize(ctx, req, a, audit.Event{}); res != nil {
 		return nil, res
 	}
 	return c, nil
 }
 
 // resolveCall resolves ref once for the call; the returned call is usable for audit lines
-// even when err is not nil.
-func (h *handlers) resolveCall(tool, ref string) (*edgeCall, error) {
-	c := &edgeCall{h: h, tool: tool, name: ref, id: newRequestID()}
+// even when err is not nil. An edge the caller's role does not reach is unknown to it.
+func (h *handlers) resolveCall(ctx context.Context, tool, ref string) (*edgeCall, error) {
+	p := h.policy()
+	c := &edgeCall{h: h, tool: tool, who: h.caller(ctx, p), pol: p, name: ref, id: newRequestID()}
 	e, err := h.fleet.Edge(ref)
 	if err != nil {
 		return c, err
+	}
+	if !p.IsAllowAll() && !p.EdgeVisible(c.who.role, e.Labels()) {
+		return c, fmt.Errorf("%w: %s", gateway.ErrUnknownEdge, ref)
 	}
 	c.edge, c.name, c.fp = e, e.Name(), e.Fingerprint()
 	return c, nil
 }
 
-// authorize is where the gateway's policy judges the call; a non-nil result is its refusal.
-func (c *edgeCall) authorize(context.Context, ask, audit.Event) *mcp.CallToolResult { return nil }
+// policyRequest is the call as the policy judges it.
+func (c *edgeCall) policyRequest(a ask) policy.Request {
+	return policy.Request{Tool: c.tool, Edge: c.name, EdgeLabels: c.edge.Labels(), Argv: a.argv, Command: a.command,
+		EnvNames: envNames(a.env), Path: a.path, TimeoutSeconds: int((a.timeout + time.Second - 1) / time.Second)}
+}
+
+// authorize applies the gateway's policy; a non-nil result is its refusal (audited), or the
+// request to the client for a person's approval.
+func (c *edgeCall) authorize(ctx context.Context, req mcp.CallToolRequest, a ask, ev audit.Event) *mcp.CallToolResult {
+	if c.pol.IsAllowAll() {
+		return nil
+	}
+	d := c.pol.Decide(c.who.role, c.policyRequest(a))
+	if !d.Allowed {
+		return c.refuse(a, ev, d.Reason+": explain_policy shows what this client may do")
+	}
+	c.within = d.Paths
+	if d.NeedsApproval {
+		return c.approval(ctx, req, a, ev)
+	}
+	return nil
+}
 
 // write writes one audit line of the call.
 func (c *edgeCall) write(event string, e audit.Event) {
-	e.Event, e.RequestID, e.Actor, e.Tool = event, c.id, c.h.cfg.Actor, c.tool
+	e.Event, e.RequestID, e.Actor, e.Tool = event, c.id, c.who.actor, c.tool
 	e.Edge, e.Fingerprint = c.name, c.fp
 	c.h.cfg.Audit.Write(e)
 }

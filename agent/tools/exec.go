@@ -84,34 +84,11 @@ func (h *handlers) execParams(in RunInput) (protocol.ExecParams, time.Duration, 
 		return p, 0, errors.New("give exactly one of argv (preferred, e.g. [\"uname\", \"-a\"]) or command")
 	case hasArgv && len(in.Argv) == 0:
 		return p, 0, errors.New("argv is empty: give the program as argv[0]")
-	case hasArgv && in.Argv[0] == "":
-		return p, 0, errors.New("argv[0] is empty: give the program to run")
-	case len(in.Argv) > protocol.MaxArgv:
-		return p, 0, fmt.Errorf("argv has %d elements (max %d)", len(in.Argv), protocol.MaxArgv)
-	case len(in.Command) > protocol.MaxStringLen:
-		return p, 0, fmt.Errorf("command is %d bytes (max %d): put long scripts in a file with upload_file", len(in.Command), protocol.MaxStringLen)
-	case len(in.Cwd) > protocol.MaxPathLen:
-		return p, 0, fmt.Errorf("cwd is longer than %d bytes", protocol.MaxPathLen)
 	case int64(len(in.Stdin)) > h.cfg.MaxUploadBytes:
 		return p, 0, fmt.Errorf("stdin is %d bytes (max %d): upload large input with upload_file", len(in.Stdin), h.cfg.MaxUploadBytes)
-	case strings.ContainsRune(in.Command, 0) || strings.ContainsRune(in.Cwd, 0):
-		return p, 0, errors.New("command and cwd must not contain NUL bytes")
 	}
-	total := 0
-	for i, a := range in.Argv {
-		total += len(a)
-		if strings.ContainsRune(a, 0) {
-			return p, 0, fmt.Errorf("argv[%d] contains a NUL byte", i)
-		}
-	}
-	if total > protocol.MaxJSONFrame/2 {
-		return p, 0, fmt.Errorf("argv is %d bytes in total (max %d)", total, protocol.MaxJSONFrame/2)
-	}
-	for k, v := range in.Env {
-		if len(v) > protocol.MaxStringLen || strings.ContainsRune(v, 0) {
-			return p, 0, fmt.Errorf("env %q: value longer than %d bytes or contains NUL", oneLine(k), protocol.MaxStringLen)
-		}
-	}
+	// Sizes, NUL bytes and names are the wire protocol's rules (ExecParams.Validate, below),
+	// which the edge applies again.
 
 	timeout := h.cfg.ExecTimeout
 	switch {
@@ -147,7 +124,7 @@ func (h *handlers) runCommand(ctx context.Context, req mcp.CallToolRequest, in R
 	if err != nil {
 		return errResult(err.Error())
 	}
-	c, res := h.begin(ctx, tool, in.Edge, execAsk(p, timeout), audit.Event{})
+	c, res := h.begin(ctx, req, tool, in.Edge, execAsk(p, timeout), audit.Event{})
 	if res != nil {
 		return res
 	}

@@ -104,7 +104,7 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 	if err != nil {
 		return errResult(err.Error())
 	}
-	edges := matchEdges(h.fleet.Edges(false), sel)
+	edges := matchEdges(visibleEdges(h.fleet.Edges(false), h.edgeFilter(ctx)), sel)
 	out := FanoutOutput{Target: in.Target, Matched: len(edges), Results: make([]FanoutResult, len(edges))}
 	if len(edges) == 0 {
 		return errResultWith(fmt.Sprintf("target %q matches no edge: get_status shows each edge's labels", oneLine(in.Target)), out)
@@ -132,7 +132,7 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 				out.Results[i] = FanoutResult{Edge: ref, ExitCode: -1, Error: "not run: the call was cancelled"}
 				return
 			}
-			r := h.execOn(ctx, tool, ref, e, p, timeout, in.Stdin)
+			r := h.execOn(ctx, req, tool, ref, e, p, timeout, in.Stdin)
 			out.Results[i] = r
 			if pr != nil {
 				mu.Lock()
@@ -155,14 +155,14 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 }
 
 // execOn runs p on one edge of a fan-out and turns every outcome into a result entry.
-func (h *handlers) execOn(ctx context.Context, tool, ref string, e gateway.EdgeStatus, p protocol.ExecParams,
+func (h *handlers) execOn(ctx context.Context, req mcp.CallToolRequest, tool, ref string, e gateway.EdgeStatus, p protocol.ExecParams,
 	timeout time.Duration, stdinText string) FanoutResult {
 	res := FanoutResult{Edge: ref, ExitCode: -1}
 	if !e.Connected {
 		res.Error = edgeMessage(ref, gateway.ErrEdgeOffline)
 		return res
 	}
-	c, refused := h.begin(ctx, tool, cmp.Or(e.Fingerprint, ref), execAsk(p, timeout), audit.Event{})
+	c, refused := h.begin(ctx, req, tool, cmp.Or(e.Fingerprint, ref), execAsk(p, timeout), audit.Event{})
 	if refused != nil {
 		res.Error = resultMessage(refused)
 		return res

@@ -105,7 +105,7 @@ var sortKeys = map[string]func(a, b *gateway.InventorySummary) int{
 	"name":            func(a, b *gateway.InventorySummary) int { return 0 },
 }
 
-func (h *handlers) findEdges(_ context.Context, _ mcp.CallToolRequest, in FindEdgesInput) *mcp.CallToolResult {
+func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in FindEdgesInput) *mcp.CallToolResult {
 	sel, err := parseSelector(in.Selector)
 	if err != nil {
 		return errResult(err.Error())
@@ -142,8 +142,9 @@ func (h *handlers) findEdges(_ context.Context, _ mcp.CallToolRequest, in FindEd
 
 	out := FindEdgesOutput{Edges: []FoundEdge{}}
 	var matched []gateway.EdgeInventory
+	sees := h.edgeFilter(ctx)
 	for _, e := range h.fleet.Inventories(connectedOnly) {
-		if !sel.matches(e.Status.Labels) {
+		if !sel.matches(e.Status.Labels) || !sees(e.Status.Labels) {
 			continue
 		}
 		s := e.Summary

@@ -211,7 +211,7 @@ func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 	return h
 }
 
-// call invokes a tool and checks the result against the MCP rules of SPEC §4.1: structured
+// call invokes a tool and checks the result against the MCP rules every tool follows: structured
 // content (if any) validates against the output schema, has no nulls, and has a JSON text copy.
 func (h *harness) call(name string, args map[string]any) *mcp.CallToolResult {
 	h.t.Helper()

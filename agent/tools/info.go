@@ -29,9 +29,9 @@ func deviceInfoTool() mcp.Tool {
 	)
 }
 
-func (h *handlers) getDeviceInfo(ctx context.Context, _ mcp.CallToolRequest, in DeviceInfoInput) *mcp.CallToolResult {
+func (h *handlers) getDeviceInfo(ctx context.Context, req mcp.CallToolRequest, in DeviceInfoInput) *mcp.CallToolResult {
 	const tool = "get_device_info"
-	c, res := h.begin(ctx, tool, in.Edge, ask{}, audit.Event{})
+	c, res := h.begin(ctx, req, tool, in.Edge, ask{}, audit.Event{})
 	if res != nil {
 		return res
 	}

@@ -135,7 +135,7 @@ func jobOutput(edge string, st protocol.JobStatus) JobOutput {
 	}
 }
 
-func (h *handlers) startCommand(ctx context.Context, _ mcp.CallToolRequest, in RunInput) *mcp.CallToolResult {
+func (h *handlers) startCommand(ctx context.Context, req mcp.CallToolRequest, in RunInput) *mcp.CallToolResult {
 	const tool = "start_command"
 	if in.TimeoutSeconds == 0 {
 		in.TimeoutSeconds = int(h.cfg.ExecTimeoutMax.Seconds())
@@ -145,7 +145,7 @@ func (h *handlers) startCommand(ctx context.Context, _ mcp.CallToolRequest, in R
 		return errResult(err.Error())
 	}
 	p.Stdin = false
-	c, res := h.begin(ctx, tool, in.Edge, execAsk(p, timeout), audit.Event{})
+	c, res := h.begin(ctx, req, tool, in.Edge, execAsk(p, timeout), audit.Event{})
 	if res != nil {
 		return res
 	}
@@ -159,7 +159,7 @@ func (h *handlers) startCommand(ctx context.Context, _ mcp.CallToolRequest, in R
 	return okResult(out)
 }
 
-func (h *handlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in GetCommandInput) *mcp.CallToolResult {
+func (h *handlers) getCommand(ctx context.Context, req mcp.CallToolRequest, in GetCommandInput) *mcp.CallToolResult {
 	edge, id, err := parseJobID(in.JobID)
 	if err != nil {
 		return errResult(err.Error())
@@ -174,7 +174,7 @@ func (h *handlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in Get
 	if in.Since < 0 {
 		return errResult("since must be 0 or a next_since from a previous get_command")
 	}
-	c, res := h.open(ctx, "get_command", edge, ask{})
+	c, res := h.open(ctx, req, "get_command", edge, ask{})
 	if res != nil {
 		return res
 	}
@@ -185,13 +185,13 @@ func (h *handlers) getCommand(ctx context.Context, _ mcp.CallToolRequest, in Get
 	return okResult(jobOutput(c.name, st))
 }
 
-func (h *handlers) cancelCommand(ctx context.Context, _ mcp.CallToolRequest, in JobRefInput) *mcp.CallToolResult {
+func (h *handlers) cancelCommand(ctx context.Context, req mcp.CallToolRequest, in JobRefInput) *mcp.CallToolResult {
 	const tool = "cancel_command"
 	edge, id, err := parseJobID(in.JobID)
 	if err != nil {
 		return errResult(err.Error())
 	}
-	c, res := h.begin(ctx, tool, edge, ask{}, audit.Event{Path: in.JobID})
+	c, res := h.begin(ctx, req, tool, edge, ask{}, audit.Event{Path: in.JobID})
 	if res != nil {
 		return res
 	}
@@ -204,8 +204,8 @@ func (h *handlers) cancelCommand(ctx context.Context, _ mcp.CallToolRequest, in 
 	return okResult(jobOutput(c.name, st))
 }
 
-func (h *handlers) listCommands(ctx context.Context, _ mcp.CallToolRequest, in ListCommandsInput) *mcp.CallToolResult {
-	c, res := h.open(ctx, "list_commands", in.Edge, ask{})
+func (h *handlers) listCommands(ctx context.Context, req mcp.CallToolRequest, in ListCommandsInput) *mcp.CallToolResult {
+	c, res := h.open(ctx, req, "list_commands", in.Edge, ask{})
 	if res != nil {
 		return res
 	}

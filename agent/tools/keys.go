@@ -46,9 +46,9 @@ func registerKeyTool() mcp.Tool {
 	)
 }
 
-func (h *handlers) registerEdgeKey(_ context.Context, _ mcp.CallToolRequest, in RegisterKeyInput) *mcp.CallToolResult {
+func (h *handlers) registerEdgeKey(ctx context.Context, _ mcp.CallToolRequest, in RegisterKeyInput) *mcp.CallToolResult {
 	const tool = "register_edge_key"
-	if msg, ok := h.checkToken(tool, in.Token); !ok {
+	if msg, ok := h.checkToken(ctx, tool, in.Token); !ok {
 		return errResult(msg)
 	}
 	pub, err := parsePublicKey(in.PublicKey)
@@ -65,12 +65,12 @@ func (h *handlers) registerEdgeKey(_ context.Context, _ mcp.CallToolRequest, in 
 	fp := keys.Fingerprint(pub)
 	res, err := h.fleet.RegisterKey(keys.AuthorizedLine(pub), name, nonNilMap(in.Labels))
 	if err != nil {
-		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.cfg.Actor, Tool: tool,
+		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.actor(ctx), Tool: tool,
 			Fingerprint: fp, Edge: name, Outcome: "error", Error: err.Error()})
 		return errResult(fmt.Sprintf("registering key %s failed: %s", fp, oneLine(err.Error())))
 	}
 	// The Fleet writes the key_added line itself; this one records who asked.
-	ev := audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.cfg.Actor, Tool: tool,
+	ev := audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.actor(ctx), Tool: tool,
 		Fingerprint: res.Fingerprint, Edge: res.Name, Outcome: "ok"}
 	if !res.Added {
 		ev.Error = "key already authorized"

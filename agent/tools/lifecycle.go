@@ -40,8 +40,8 @@ type keyAdmin struct {
 }
 
 // outcome writes the audit line that records who asked for a key change and how it ended.
-func (k *keyAdmin) outcome(tool, edge, fp string, err error) {
-	ev := audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: k.h.cfg.Actor, Tool: tool, Edge: edge, Fingerprint: fp, Outcome: "ok"}
+func (k *keyAdmin) outcome(ctx context.Context, tool, edge, fp string, err error) {
+	ev := audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: k.h.actor(ctx), Tool: tool, Edge: edge, Fingerprint: fp, Outcome: "ok"}
 	if err != nil {
 		ev.Outcome, ev.Error = "error", err.Error()
 	}
@@ -72,9 +72,9 @@ func revokeTool() mcp.Tool {
 	)
 }
 
-func (k *keyAdmin) revoke(_ context.Context, _ mcp.CallToolRequest, in RevokeInput) *mcp.CallToolResult {
+func (k *keyAdmin) revoke(ctx context.Context, _ mcp.CallToolRequest, in RevokeInput) *mcp.CallToolResult {
 	const tool = "revoke_edge_key"
-	if msg, ok := k.h.checkToken(tool, in.Token); !ok {
+	if msg, ok := k.h.checkToken(ctx, tool, in.Token); !ok {
 		return errResult(msg)
 	}
 	ref := strings.TrimSpace(in.Edge)
@@ -91,7 +91,7 @@ func (k *keyAdmin) revoke(_ context.Context, _ mcp.CallToolRequest, in RevokeInp
 		ref = fp
 	}
 	r, err := k.admin.RevokeKey(ref)
-	k.outcome(tool, r.Name, r.Fingerprint, err)
+	k.outcome(ctx, tool, r.Name, r.Fingerprint, err)
 	if err != nil {
 		return errResult(oneLine(err.Error()))
 	}
@@ -128,8 +128,8 @@ func pendingTool() mcp.Tool {
 	)
 }
 
-func (k *keyAdmin) listPending(_ context.Context, _ mcp.CallToolRequest, in PendingInput) *mcp.CallToolResult {
-	if msg, ok := k.h.checkToken("list_pending_edges", in.Token); !ok {
+func (k *keyAdmin) listPending(ctx context.Context, _ mcp.CallToolRequest, in PendingInput) *mcp.CallToolResult {
+	if msg, ok := k.h.checkToken(ctx, "list_pending_edges", in.Token); !ok {
 		return errResult(msg)
 	}
 	ps, err := k.admin.PendingEdges()
@@ -162,9 +162,9 @@ func approveTool() mcp.Tool {
 	)
 }
 
-func (k *keyAdmin) approve(_ context.Context, _ mcp.CallToolRequest, in ApproveInput) *mcp.CallToolResult {
+func (k *keyAdmin) approve(ctx context.Context, _ mcp.CallToolRequest, in ApproveInput) *mcp.CallToolResult {
 	const tool = "approve_edge"
-	if msg, ok := k.h.checkToken(tool, in.Token); !ok {
+	if msg, ok := k.h.checkToken(ctx, tool, in.Token); !ok {
 		return errResult(msg)
 	}
 	name := strings.ToLower(strings.TrimSpace(in.Name))
@@ -176,10 +176,10 @@ func (k *keyAdmin) approve(_ context.Context, _ mcp.CallToolRequest, in ApproveI
 	}
 	res, err := k.admin.ApproveEdge(strings.TrimSpace(in.Fingerprint), name, nonNilMap(in.Labels))
 	if err != nil {
-		k.outcome(tool, name, in.Fingerprint, err)
+		k.outcome(ctx, tool, name, in.Fingerprint, err)
 		return errResult(oneLine(err.Error()))
 	}
-	k.h.cfg.Audit.Write(audit.Event{Event: "key_approved", Actor: k.h.cfg.Actor, Tool: tool, Edge: res.Name, Fingerprint: res.Fingerprint, Outcome: "ok"})
+	k.h.cfg.Audit.Write(audit.Event{Event: "key_approved", Actor: k.h.actor(ctx), Tool: tool, Edge: res.Name, Fingerprint: res.Fingerprint, Outcome: "ok"})
 	return okResult(RegisterKeyOutput{Fingerprint: res.Fingerprint, Name: res.Name, Labels: nonNilMap(res.Labels), Added: res.Added})
 }
 
@@ -213,9 +213,9 @@ func enrollTool() mcp.Tool {
 	)
 }
 
-func (k *keyAdmin) createEnrollment(_ context.Context, _ mcp.CallToolRequest, in EnrollInput) *mcp.CallToolResult {
+func (k *keyAdmin) createEnrollment(ctx context.Context, _ mcp.CallToolRequest, in EnrollInput) *mcp.CallToolResult {
 	const tool = "create_enrollment_token"
-	if msg, ok := k.h.checkToken(tool, in.Token); !ok {
+	if msg, ok := k.h.checkToken(ctx, tool, in.Token); !ok {
 		return errResult(msg)
 	}
 	ttl := defaultEnrollTTL
@@ -229,7 +229,7 @@ func (k *keyAdmin) createEnrollment(_ context.Context, _ mcp.CallToolRequest, in
 		return errResult("labels: " + err.Error())
 	}
 	en, err := k.admin.CreateEnrollment(in.Name, nonNilMap(in.Labels), ttl)
-	k.outcome(tool, strings.ToLower(strings.TrimSpace(in.Name)), "", err)
+	k.outcome(ctx, tool, strings.ToLower(strings.TrimSpace(in.Name)), "", err)
 	if err != nil {
 		return errResult("creating the enrolment failed: " + oneLine(err.Error()))
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -42,17 +43,30 @@ type EdgeListEntry struct {
 	InfoURI     string            `json:"info_uri"`
 }
 
-// registerResources adds the edge list, the per-edge template and one resource per edge
-// connected now.
-func registerResources(s *server.MCPServer, f Fleet) {
+// edgeFilterFunc gives, for the client calling through ctx, whether its role sees an edge
+// with these gateway-bound labels.
+type edgeFilterFunc func(ctx context.Context) func(labels map[string]string) bool
+
+// everyEdge is the filter without a policy: every edge is visible.
+func everyEdge(context.Context) func(map[string]string) bool {
+	return func(map[string]string) bool { return true }
+}
+
+// registerResources adds the edge list, the per-edge template and, when listEdges, one
+// resource per edge connected now. The list of resources is the same for every client, so
+// under a policy (where roles see different edges) no per-edge resource is listed: the
+// template still reads any edge the caller's role sees.
+func registerResources(s *server.MCPServer, f Fleet, visible edgeFilterFunc, listEdges bool) {
 	s.AddResource(mcp.NewResource(edgesURI, "edges",
 		mcp.WithResourceDescription("Every known edge: name, fingerprint, connected, gateway-bound labels, os, arch, last_seen and the URI of its inventory. "+
 			"To choose an edge for a task, the find_edges tool filters and sorts."),
-		mcp.WithMIMEType(jsonMIME)), edgesReader(f))
+		mcp.WithMIMEType(jsonMIME)), edgesReader(f, visible))
 	s.AddResourceTemplate(mcp.NewResourceTemplate(edgeInfoTemplate, "edge info",
 		mcp.WithTemplateDescription("One edge's inventory, as get_device_info returns it (the copy the gateway keeps): OS, CPU, memory, disks, load, tools with versions, GPU, pending updates, labels."),
-		mcp.WithTemplateMIMEType(jsonMIME)), server.ResourceTemplateHandlerFunc(infoReader(f)))
-	syncEdgeResources(s, f)
+		mcp.WithTemplateMIMEType(jsonMIME)), server.ResourceTemplateHandlerFunc(infoReader(f, visible)))
+	if listEdges {
+		syncEdgeResources(s, f)
+	}
 }
 
 func infoURI(name string) string { return "edge://" + url.PathEscape(name) + "/info" }
@@ -77,7 +91,7 @@ func syncEdgeResources(s *server.MCPServer, f Fleet) {
 		if !current[uri] {
 			add = append(add, server.ServerResource{Resource: mcp.NewResource(uri, name+" info",
 				mcp.WithResourceDescription("Inventory of edge "+name+" (JSON, as get_device_info returns it)."),
-				mcp.WithMIMEType(jsonMIME)), Handler: infoReader(f)})
+				mcp.WithMIMEType(jsonMIME)), Handler: infoReader(f, everyEdge)})
 		}
 	}
 	var del []string
@@ -117,10 +131,14 @@ func WatchResources(ctx context.Context, s *server.MCPServer, f Fleet) {
 }
 
 // edgesReader serves edge://edges.
-func edgesReader(f Fleet) server.ResourceHandlerFunc {
-	return func(_ context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+func edgesReader(f Fleet, visible edgeFilterFunc) server.ResourceHandlerFunc {
+	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 		list := []EdgeListEntry{}
+		sees := visible(ctx)
 		for _, e := range f.Edges(false) {
+			if !sees(e.Labels) {
+				continue
+			}
 			list = append(list, EdgeListEntry{Name: e.Name, Fingerprint: e.Fingerprint, Connected: e.Connected,
 				Labels: nonNilMap(e.Labels), OS: e.OS, Arch: e.Arch, LastSeen: rfc3339(e.LastSeen), InfoURI: infoURI(e.Name)})
 		}
@@ -129,7 +147,7 @@ func edgesReader(f Fleet) server.ResourceHandlerFunc {
 }
 
 // infoReader serves edge://{name}/info from the inventory the gateway keeps.
-func infoReader(f Fleet) server.ResourceHandlerFunc {
+func infoReader(f Fleet, visible edgeFilterFunc) server.ResourceHandlerFunc {
 	return func(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
 		uri := req.Params.URI
 		rest, ok := strings.CutPrefix(uri, "edge://")
@@ -145,6 +163,9 @@ func infoReader(f Fleet) server.ResourceHandlerFunc {
 			return nil, fmt.Errorf("resource %q: %w", oneLine(uri), err)
 		}
 		e, err := f.Edge(name)
+		if err == nil && !visible(ctx)(e.Labels()) {
+			err = fmt.Errorf("%w: %s", gateway.ErrUnknownEdge, name)
+		}
 		var info protocol.DeviceInfo
 		if err == nil {
 			info, err = e.DeviceInfo(ctx, "", false)

@@ -55,6 +55,7 @@ type Config struct {
 	ProvisionToken   string        // guards register_edge_key; empty disables it
 	Actor            string        // who calls, for the audit log: "stdio" or "http:<name>"
 	Audit            *audit.Logger // nil: no audit log
+	Access           Access        // the gateway's policy (POLICY_FILE) and approvals; zero: allow all
 	Log              *slog.Logger  // nil: slog.Default()
 }
 
@@ -96,7 +97,7 @@ Workflow:
 6. Write files with upload_file (absolute path; base64 for binary content), read them with download_file; for large files use source_path / dest_path inside the gateway's FILES_DIR.
 A failed call returns isError with one line saying what to do next.`
 
-// NewServer builds the MCP server with the six tools of SPEC §4.2 bound to f.
+// NewServer builds the MCP server with every tool bound to f.
 func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	cfg.fill()
 	h := &handlers{fleet: f, cfg: cfg, guard: newTokenGuard()}
@@ -107,6 +108,8 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 		server.WithRecovery(),
 		server.WithInputSchemaValidation(),
 		server.WithOutputSchemaValidation(),
+		server.WithToolFilter(h.visibleTools),
+		server.WithElicitation(),
 	)
 	s.AddTool(statusTool(), typed(h.getStatus))
 	s.AddTool(pubkeyTool(), typed(h.getAgentPubkey))
@@ -124,9 +127,10 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	s.AddTool(cancelCommandTool(), typed(h.cancelCommand))
 	s.AddTool(listCommandsTool(), typed(h.listCommands))
 	s.AddTool(downloadTool(), typed(h.downloadFile))
-	// Fleet inventory (issue 7): choosing an edge, and the fleet as MCP resources.
+	// Fleet inventory: choosing an edge, and the fleet as MCP resources.
 	s.AddTool(findEdgesTool(), typed(h.findEdges))
-	registerResources(s, f)
+	h.addPolicyTools(s)
+	registerResources(s, f, h.edgeFilter, cfg.Access.Policy == nil)
 	return s
 }
 
@@ -161,8 +165,8 @@ type handlers struct {
 	release memory.Releaser // after big content uploads
 }
 
-// hints sets a tool's title and its four annotation hints, in the order of SPEC §4.2's
-// table: read-only, destructive, idempotent, open-world.
+// hints sets a tool's title and its four annotation hints: read-only, destructive, idempotent,
+// open-world.
 func hints(title string, readOnly, destructive, idempotent, openWorld bool) mcp.ToolOption {
 	return func(t *mcp.Tool) {
 		for _, o := range []mcp.ToolOption{

@@ -30,6 +30,7 @@ func TestToolsListed(t *testing.T) {
 		"list_pending_edges":      {true, false, true, false},
 		"approve_edge":            {false, false, true, false},
 		"create_enrollment_token": {false, false, false, false},
+		"explain_policy":          {true, false, true, false},
 		"get_status":              {true, false, true, false},
 		"register_edge_key":       {false, false, true, false},
 		"get_agent_pubkey":        {true, false, true, false},

@@ -101,7 +101,7 @@ func pubkeyTool() mcp.Tool {
 	)
 }
 
-func (h *handlers) getStatus(_ context.Context, _ mcp.CallToolRequest, in StatusInput) *mcp.CallToolResult {
+func (h *handlers) getStatus(ctx context.Context, _ mcp.CallToolRequest, in StatusInput) *mcp.CallToolResult {
 	limit := in.Limit
 	switch {
 	case limit == 0:
@@ -115,7 +115,7 @@ func (h *handlers) getStatus(_ context.Context, _ mcp.CallToolRequest, in Status
 	}
 
 	info := h.fleet.Info()
-	all := h.fleet.Edges(false)
+	all := visibleEdges(h.fleet.Edges(false), h.edgeFilter(ctx))
 	out := StatusOutput{
 		Gateway: GatewayStatus{
 			Version:             h.cfg.Version,

@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -81,19 +82,20 @@ func (g *tokenGuard) recent(client string, now time.Time) []time.Time {
 // checkToken guards a key-changing tool: provisioning enabled, client not locked out, token
 // right. It returns a one-line message for the model when the call must stop. Wrong tokens
 // are audited; the token itself never is.
-func (h *handlers) checkToken(tool, token string) (string, bool) {
+func (h *handlers) checkToken(ctx context.Context, tool, token string) (string, bool) {
+	actor := h.actor(ctx)
 	if h.cfg.ProvisionToken == "" {
 		return msgProvisioningDisabled, false
 	}
 	now := time.Now()
-	if wait := h.guard.blocked(h.cfg.Actor, now); wait > 0 {
-		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.cfg.Actor, Tool: tool,
+	if wait := h.guard.blocked(actor, now); wait > 0 {
+		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: actor, Tool: tool,
 			Outcome: "refused", Error: "too many wrong provisioning tokens"})
 		return fmt.Sprintf("too many wrong provisioning tokens from this client: wait %d s, then ask the operator for PROVISION_TOKEN", int(wait.Seconds())+1), false
 	}
 	if !tokenOK(token, h.cfg.ProvisionToken) {
-		h.guard.failed(h.cfg.Actor, now)
-		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: h.cfg.Actor, Tool: tool,
+		h.guard.failed(actor, now)
+		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: actor, Tool: tool,
 			Outcome: "refused", Error: "wrong provisioning token"})
 		return "wrong provisioning token: ask the operator for PROVISION_TOKEN, or to run `mcp-ssh-gateway keys` on the gateway host", false
 	}

@@ -170,11 +170,12 @@ func (h *handlers) uploadFile(ctx context.Context, req mcp.CallToolRequest, in U
 			defer h.release.Soon()
 		}
 	}
-	c, res := h.begin(ctx, tool, in.Edge, ask{path: p.Path}, audit.Event{Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
+	c, res := h.begin(ctx, req, tool, in.Edge, ask{path: p.Path}, audit.Event{Bytes: audit.Ptr(p.Size), SHA256: p.SHA256})
 	if res != nil {
 		return res
 	}
 	start := time.Now()
+	p.Within = c.within
 	ur, err := c.edge.Upload(ctx, c.id, p, body)
 	// Upload checked the edge's size and SHA-256 against what was sent; with source_path the
 	// SHA-256 is the one computed while sending.
