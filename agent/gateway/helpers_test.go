@@ -197,6 +197,7 @@ type testEdge struct {
 	infos    atomic.Int64 // device_info calls served
 	lastV    atomic.Int64 // protocol version of the last request
 	trailers atomic.Int64 // uploads that ended with a FrameDigest
+	lastID   atomic.Value // string: the request id of the last request
 	lies     atomic.Bool  // report a SHA-256 of zeros for every upload
 }
 
@@ -302,6 +303,7 @@ func (e *testEdge) serve(st *yamux.Stream) {
 		return
 	}
 	e.lastV.Store(int64(req.V))
+	e.lastID.Store(req.ID)
 	switch req.Method {
 	case protocol.MethodDeviceInfo:
 		e.infos.Add(1)

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"strings"
@@ -284,5 +285,38 @@ func TestBusyEdgeQueuesThenRefuses(t *testing.T) {
 	}
 	if n := inFlight(); n != 0 {
 		t.Fatalf("in flight after the queue drained: %d", n)
+	}
+}
+
+// TestRequestIDOnTheWire: the id a caller gives a handle's RPC is the request id the edge
+// receives (and records in its rpc.log), so the audit line and the edge's line join on it.
+func TestRequestIDOnTheWire(t *testing.T) {
+	f, e, _ := connected(t, protocol.Hello{Protocol: protocol.Version, Name: "pi"}, nil)
+	h, err := f.g.Edge("pi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	calls := []struct {
+		name string
+		call func(rid string) error
+	}{
+		{"exec", func(rid string) error { _, err := h.Exec(ctx, rid, execParams("echo", "x"), nil, nil); return err }},
+		{"device_info", func(rid string) error { _, err := h.DeviceInfo(ctx, rid, true); return err }},
+	}
+	for i, tc := range calls {
+		rid := fmt.Sprintf("audit-request-%d", i)
+		if err := tc.call(rid); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got, _ := e.lastID.Load().(string); got != rid {
+			t.Errorf("%s: the edge received request id %q, want the caller's %q", tc.name, got, rid)
+		}
+	}
+	if _, err := h.Exec(ctx, "", execParams("echo", "x"), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := e.lastID.Load().(string); len(got) < 16 {
+		t.Errorf("a call without an id sent %q, want a fresh random one", got)
 	}
 }

@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -68,6 +69,10 @@ func (c *edgeCall) answered(ctx context.Context, req mcp.CallToolRequest, id, su
 		}
 	}
 	act, err := store.Get(id)
+	if err == nil && !elicits(ctx) {
+		// Only a client the gateway asks (it declared elicitation) may come back with an answer.
+		err = errors.New("this client declared no elicitation, so it was asked nothing")
+	}
 	if err == nil && (act.Tool != c.tool || act.Edge != c.name || act.Actor != c.who.actor || act.Summary != summary) {
 		err = errors.New("the retried call is not the one the person was asked about")
 	}
@@ -114,7 +119,7 @@ func (c *edgeCall) await(ctx context.Context, req mcp.CallToolRequest, id string
 		Fingerprint: c.fp, Path: id, Outcome: outcome, Approver: d.Approver, Error: d.Reason})
 	switch {
 	case err != nil:
-		return c.refuse(a, ev, fmt.Sprintf("%s on %s was not approved: %s", c.tool, c.name, oneLine(d.Reason)))
+		return c.refuse(a, ev, fmt.Sprintf("%s on %s was not approved: %s", c.tool, c.name, oneLine(cmp.Or(d.Reason, err.Error()))))
 	case !d.Approved && d.Approver == "":
 		return c.refuse(a, ev, fmt.Sprintf("%s on %s was not approved: %s; ask the operator, then call it again", c.tool, c.name, oneLine(d.Reason)))
 	case !d.Approved:

@@ -112,7 +112,7 @@ func (h *handlers) resolveCall(ctx context.Context, tool, ref string) (*edgeCall
 		return c, err
 	}
 	if !p.IsAllowAll() && !p.EdgeVisible(c.who.role, e.Labels()) {
-		return c, fmt.Errorf("%w: %s", gateway.ErrUnknownEdge, ref)
+		return c, fmt.Errorf("%w: %s", errNotReached, ref)
 	}
 	c.edge, c.name, c.fp = e, e.Name(), e.Fingerprint()
 	return c, nil
@@ -158,12 +158,18 @@ func (c *edgeCall) end(outcome string, err error, e audit.Event) {
 	c.write("outcome", e)
 }
 
+// errNotReached is an edge outside the caller's role: unknown to the caller, refused in the
+// audit log.
+var errNotReached = fmt.Errorf("%w (not reached by the caller's role)", gateway.ErrUnknownEdge)
+
 // outcomeOf classifies an RPC error for the audit log.
 func outcomeOf(err error) string {
 	var pe *protocol.Error
 	switch {
 	case err == nil:
 		return "ok"
+	case errors.Is(err, errNotReached):
+		return "refused"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
