@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/policy"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -72,10 +73,10 @@ func runOnEdgesTool() mcp.Tool {
 }
 
 // matchEdges lists the known edges whose gateway-bound labels satisfy sel, sorted by name.
-func matchEdges(edges []gateway.EdgeStatus, sel labelSelector) []gateway.EdgeStatus {
+func matchEdges(edges []gateway.EdgeStatus, sel policy.Selector) []gateway.EdgeStatus {
 	var out []gateway.EdgeStatus
 	for _, e := range edges {
-		if sel.matches(e.Labels) {
+		if sel.Matches(e.Labels) {
 			out = append(out, e)
 		}
 	}
@@ -87,7 +88,7 @@ func (h *handlers) runOnEdges(ctx context.Context, req mcp.CallToolRequest, in F
 	if strings.TrimSpace(in.Target) == "" {
 		return errResult("target is required: a label selector such as role=web,site=paris, or * for every edge")
 	}
-	sel, err := parseSelector(in.Target)
+	sel, err := policy.ParseSelector(in.Target)
 	if err != nil {
 		return errResult("target: " + err.Error())
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/policy"
 )
 
 // find_edges bounds and defaults.
@@ -106,7 +107,7 @@ var sortKeys = map[string]func(a, b *gateway.InventorySummary) int{
 }
 
 func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in FindEdgesInput) *mcp.CallToolResult {
-	sel, err := parseSelector(in.Selector)
+	sel, err := policy.ParseSelector(in.Selector)
 	if err != nil {
 		return errResult(err.Error())
 	}
@@ -144,7 +145,7 @@ func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in Find
 	var matched []gateway.EdgeInventory
 	sees := h.edgeFilter(ctx)
 	for _, e := range h.fleet.Inventories(connectedOnly) {
-		if !sel.matches(e.Status.Labels) || !sees(e.Status.Labels) {
+		if !sel.Matches(e.Status.Labels) || !sees(e.Status.Labels) {
 			continue
 		}
 		s := e.Summary
