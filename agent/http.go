@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,6 +62,10 @@ func serveHTTP(ctx, callCtx context.Context, cfg *config, s *server.MCPServer, a
 	if srv.TLSConfig != nil {
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
+	if shortToken(cfg.HTTPToken) {
+		log.Warn("MCP_HTTP_TOKEN is short: a bearer token guards full control of the fleet; use at least 32 random characters (openssl rand -hex 32)",
+			"length", len(cfg.HTTPToken))
+	}
 	log.Info("mcp http listening", "addr", ln.Addr().String(), "scheme", scheme, "path", "/mcp")
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -88,10 +94,10 @@ func newHTTPHandler(cfg *config, known func(token string) bool, mcpHandler, metr
 	})
 	// base64 of MAX_UPLOAD_BYTES plus room for the JSON-RPC envelope.
 	maxBody := cfg.MaxUploadBytes/3*4 + 1<<20
-	mux.Handle("/mcp", requireClient(known, "MCP_HTTP_TOKEN or a POLICY_FILE client", log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/mcp", requireClient(known, "MCP_HTTP_TOKEN or a POLICY_FILE client", log, checkOrigin(log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		mcpHandler.ServeHTTP(w, r)
-	})))
+	}))))
 	if metrics != nil {
 		token, name := cfg.MetricsToken, "METRICS_TOKEN"
 		if token == "" {
@@ -107,6 +113,63 @@ func requireToken(token, setting string, log *slog.Logger, next http.Handler) ht
 	return requireClient(func(got string) bool {
 		return token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
 	}, setting, log, next)
+}
+
+// checkOrigin refuses (403) a request whose Origin header names another site than the one it
+// was sent to, as the MCP transport rules require against DNS rebinding and cross-site
+// requests from a browser. Clients that are not browsers send no Origin and pass; a loopback
+// origin is accepted for a request to a loopback host (a local Inspector on another port).
+func checkOrigin(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		if origin == "" || originAllowed(origin, r.Host) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		log.Warn("http request refused: cross-origin", "origin", oneLine(origin), "host", oneLine(r.Host), "remote_addr", r.RemoteAddr)
+		http.Error(w, "Origin "+strconv.Quote(oneLine(origin))+" is not allowed: send requests from the gateway's own origin, or from a client that sends no Origin", http.StatusForbidden)
+	})
+}
+
+// originAllowed reports whether origin (scheme://host[:port]) may call a server reached as host.
+func originAllowed(origin, host string) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return false
+	}
+	if strings.EqualFold(u.Host, host) {
+		return true
+	}
+	return isLoopback(u.Hostname()) && isLoopback(hostOnly(host))
+}
+
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.Trim(hostport, "[]")
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// oneLine bounds header text for a log line or an error message.
+func oneLine(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
 }
 
 // bearer is the request's bearer token, "" when it has none.

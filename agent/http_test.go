@@ -120,3 +120,48 @@ func TestHealthcheck(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPOrigin: a browser request from another site is refused before the MCP handler;
+// clients that send no Origin, the gateway's own origin and a local tool on another loopback
+// port pass.
+func TestHTTPOrigin(t *testing.T) {
+	reached := 0
+	mcpH := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ })
+	cfg := &config{HTTPToken: "secret", MaxUploadBytes: 1 << 20}
+	access := tools.Access{HTTPToken: cfg.HTTPToken}
+	h := newHTTPHandler(cfg, access.ClientKnown, mcpH, nil, slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name, host, origin string
+		want               int
+	}{
+		{"no origin", "gw.example:3333", "", 200},
+		{"same origin", "gw.example:3333", "https://gw.example:3333", 200},
+		{"loopback tool on another port", "127.0.0.1:3333", "http://localhost:6274", 200},
+		{"other site", "gw.example:3333", "https://evil.example", 403},
+		{"rebinding: other site to loopback host", "127.0.0.1:3333", "http://evil.example", 403},
+		{"loopback origin to a public host", "gw.example:3333", "http://127.0.0.1:6274", 403},
+		{"null origin", "gw.example:3333", "null", 403},
+		{"not a URL scheme", "gw.example:3333", "file://x", 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := reached
+			req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader("{}"))
+			req.Host = tc.host
+			req.Header.Set("Authorization", "Bearer secret")
+			if tc.origin != "" {
+				req.Header.Set("Origin", tc.origin)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Fatalf("status %d, want %d: %s", rec.Code, tc.want, rec.Body)
+			}
+			if got := reached - before; (tc.want == 200) != (got == 1) {
+				t.Errorf("MCP handler reached %d times, want %v", got, tc.want == 200)
+			}
+			if tc.want == 403 && !strings.Contains(rec.Body.String(), "is not allowed") {
+				t.Errorf("refusal does not say why: %q", rec.Body)
+			}
+		})
+	}
+}

@@ -32,10 +32,10 @@ import (
 // version is set at build time with -ldflags "-X main.version=…".
 var version = "dev"
 
-// minTokenLen is the PROVISION_TOKEN length below which the gateway warns at start.
+// minTokenLen is the PROVISION_TOKEN and MCP_HTTP_TOKEN length below which the gateway warns at start.
 const minTokenLen = 16
 
-// shortToken reports whether a set provisioning token is too short to resist guessing.
+// shortToken reports whether a set token is too short to resist guessing.
 func shortToken(tok string) bool { return tok != "" && len(tok) < minTokenLen }
 
 // shutdownGrace bounds how long in-flight calls may run after SIGTERM.
