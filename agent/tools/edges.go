@@ -82,6 +82,7 @@ func (h *handlers) begin(ctx context.Context, req mcp.CallToolRequest, tool, ref
 	if res := c.authorize(ctx, req, a, ev); res != nil {
 		return nil, res
 	}
+	c.awaitTunnel(ctx)
 	c.write("intent", a.event(ev))
 	return c, nil
 }
@@ -99,7 +100,39 @@ func (h *handlers) open(ctx context.Context, req mcp.CallToolRequest, tool, ref 
 	if res := c.authorize(ctx, req, a, audit.Event{}); res != nil {
 		return nil, res
 	}
+	c.awaitTunnel(ctx)
 	return c, nil
+}
+
+// A gateway that just started has not seen its edges yet: they come back on their own
+// backoff (up to EDGE_BACKOFF_MAX). In the gateway's first reconnectWindow a call for a known
+// edge that is not connected waits up to reconnectWait for it instead of failing at once,
+// which matters most for a stdio gateway started by one client call.
+const (
+	reconnectWindow = time.Minute
+	reconnectWait   = 15 * time.Second
+)
+
+// awaitTunnel waits, in the gateway's first minute, for the call's edge to reconnect; the RPC
+// then reports whatever the state is.
+func (c *edgeCall) awaitTunnel(ctx context.Context) {
+	if c.edge.Connected() {
+		return
+	}
+	started := c.h.fleet.Info().Started
+	if started.IsZero() || time.Since(started) > reconnectWindow {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, reconnectWait)
+	defer cancel()
+	changes := c.h.fleet.WatchEdges(wctx)
+	for !c.edge.Connected() {
+		select {
+		case <-wctx.Done():
+			return
+		case <-changes:
+		}
+	}
 }
 
 // resolveCall resolves ref once for the call; the returned call is usable for audit lines

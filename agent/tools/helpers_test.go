@@ -87,7 +87,18 @@ type fakeEdge struct {
 func (e *fakeEdge) Name() string              { return e.st.Name }
 func (e *fakeEdge) Fingerprint() string       { return e.st.Fingerprint }
 func (e *fakeEdge) Labels() map[string]string { return e.st.Labels }
-func (e *fakeEdge) Connected() bool           { return e.st.Connected }
+
+// Connected reads the fleet's current state, so a test can bring an edge back.
+func (e *fakeEdge) Connected() bool {
+	e.f.mu.Lock()
+	defer e.f.mu.Unlock()
+	for _, s := range e.f.edges {
+		if s.Name == e.st.Name {
+			return s.Connected
+		}
+	}
+	return e.st.Connected
+}
 
 func (e *fakeEdge) Exec(ctx context.Context, _ string, p protocol.ExecParams, stdin io.Reader, out func(protocol.FrameType, []byte)) (protocol.ExecResult, error) {
 	e.f.record("exec " + e.st.Name)
