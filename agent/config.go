@@ -47,13 +47,26 @@ type config struct {
 	tlsCert *certFile // loaded from HTTPTLSCert/HTTPTLSKey by complete; nil without TLS
 }
 
+// typeWords says what a setting of a Go type must look like, with an example.
+func typeWords(goType string) string {
+	switch goType {
+	case "time.Duration":
+		return "a duration: a number with a unit, e.g. 30s, 5m or 1h"
+	case "int", "int64":
+		return "a whole number, e.g. 2222"
+	case "bool":
+		return "true or false"
+	}
+	return "a valid " + goType
+}
+
 // loadConfig reads and validates the environment. Every error names the variable at fault.
 func loadConfig() (*config, error) {
 	var c config
 	if err := envconfig.Process("", &c); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("%s=%q is not a valid %s", pe.KeyName, pe.Value, pe.TypeName)
+			return nil, fmt.Errorf("%s=%q is not %s", pe.KeyName, pe.Value, typeWords(pe.TypeName))
 		}
 		return nil, err
 	}

@@ -106,7 +106,6 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 		server.WithResourceCapabilities(false, true),
 		server.WithInstructions(instructions),
 		server.WithRecovery(),
-		server.WithInputSchemaValidation(),
 		server.WithOutputSchemaValidation(),
 		server.WithToolFilter(h.visibleTools),
 		server.WithElicitation(),
@@ -131,6 +130,7 @@ func NewServer(f Fleet, cfg Config) *server.MCPServer {
 	s.AddTool(findEdgesTool(), typed(h.findEdges))
 	h.addPolicyTools(s)
 	registerResources(s, f, h.edgeFilter, cfg.Access.Policy == nil)
+	checkArguments(s, cfg.Log)
 	return s
 }
 
