@@ -2,6 +2,8 @@ package main
 
 import (
 	"net"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -78,4 +80,18 @@ func keysOf(m map[string]string) []string {
 		return []string{"defaults"}
 	}
 	return ks
+}
+
+// TestHelpNamesEverySetting: --help lists every variable the gateway reads.
+func TestHelpNamesEverySetting(t *testing.T) {
+	typ := reflect.TypeOf(config{})
+	for i := range typ.NumField() {
+		name := typ.Field(i).Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		if !regexp.MustCompile(`\b` + name + `\b`).MatchString(usage) {
+			t.Errorf("--help does not name %s", name)
+		}
+	}
 }

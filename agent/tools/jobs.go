@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -18,6 +19,10 @@ import (
 const (
 	defaultJobRead = 64 << 10
 	jobIDSep       = "/"
+	// maxJobWait bounds get_command's wait_seconds below the usual 60 s client request
+	// timeout; jobPoll is how often the edge is asked meanwhile.
+	maxJobWait = 50
+	jobPoll    = 500 * time.Millisecond
 )
 
 // JobOutput is a job's state: start_command's, get_command's and cancel_command's result.
@@ -40,9 +45,10 @@ type JobOutput struct {
 
 // GetCommandInput is get_command's arguments.
 type GetCommandInput struct {
-	JobID    string `json:"job_id" jsonschema:"the job_id start_command returned (it names the edge)"`
-	Since    int64  `json:"since,omitempty" jsonschema:"byte offset of the output to start from: 0 (default) for the beginning, or the previous next_since to read only new output"`
-	MaxBytes int64  `json:"max_bytes,omitempty" jsonschema:"most output bytes to return (default 65536, max 524288)"`
+	JobID       string `json:"job_id" jsonschema:"the job_id start_command returned (it names the edge)"`
+	Since       int64  `json:"since,omitempty" jsonschema:"byte offset of the output to start from: 0 (default) for the beginning, or the previous next_since to read only new output"`
+	MaxBytes    int64  `json:"max_bytes,omitempty" jsonschema:"most output bytes to return (default 65536, max 524288)"`
+	WaitSeconds int    `json:"wait_seconds,omitempty" jsonschema:"wait up to this many seconds (max 50) for new output or the end of the job before answering, instead of polling in a tight loop; default 0 answers at once"`
 }
 
 // JobRefInput names a job (cancel_command).
@@ -76,7 +82,7 @@ func startCommandTool() mcp.Tool {
 func getCommandTool() mcp.Tool {
 	return mcp.NewTool("get_command",
 		mcp.WithDescription("Read a background job's status, exit code and output. Pass since=next_since from the previous call to get only new output, "+
-			"so a long build can be followed without re-reading it. Status running means poll again later (a few seconds apart)."),
+			"so a long build can be followed without re-reading it. Status running means ask again; pass wait_seconds (up to 50) to have the gateway wait for new output or the end of the job rather than polling quickly."),
 		hints("Read a background job", true, false, true, false),
 		mcp.WithInputSchema[GetCommandInput](),
 		mcp.WithOutputSchema[JobOutput](),
@@ -174,15 +180,28 @@ func (h *handlers) getCommand(ctx context.Context, req mcp.CallToolRequest, in G
 	if in.Since < 0 {
 		return errResult("since must be 0 or a next_since from a previous get_command")
 	}
+	if in.WaitSeconds < 0 || in.WaitSeconds > maxJobWait {
+		return errResult(fmt.Sprintf("wait_seconds must be between 0 and %d", maxJobWait))
+	}
 	c, res := h.open(ctx, req, "get_command", edge, ask{})
 	if res != nil {
 		return res
 	}
-	st, err := c.edge.JobGet(ctx, c.id, protocol.JobGetParams{ID: id, Since: in.Since, MaxBytes: max})
-	if err != nil {
-		return errResult(jobMessage(c.name, err))
+	deadline := time.Now().Add(time.Duration(in.WaitSeconds) * time.Second)
+	for {
+		st, err := c.edge.JobGet(ctx, c.id, protocol.JobGetParams{ID: id, Since: in.Since, MaxBytes: max})
+		if err != nil {
+			return errResult(jobMessage(c.name, err))
+		}
+		if st.Status != protocol.JobRunning || len(st.Output) > 0 || !time.Now().Add(jobPoll).Before(deadline) {
+			return okResult(jobOutput(c.name, st))
+		}
+		select {
+		case <-ctx.Done():
+			return okResult(jobOutput(c.name, st))
+		case <-time.After(jobPoll):
+		}
 	}
-	return okResult(jobOutput(c.name, st))
 }
 
 func (h *handlers) cancelCommand(ctx context.Context, req mcp.CallToolRequest, in JobRefInput) *mcp.CallToolResult {

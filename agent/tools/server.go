@@ -92,7 +92,7 @@ Workflow:
 1. Call get_status to see the edges (name, labels, connected) and pick one by its name; an edge can also be addressed by its key fingerprint (SHA256:...).
 2. To choose an edge for a task, call find_edges (filters: label selector, os, arch, has_tool, free memory/disk, load; best first); call get_device_info on an edge for its details (OS, disks, tools with versions, pending updates).
 3. Run programs with run_command. Prefer argv (no shell, no quoting problems) over command (a /bin/sh -c string); use command only for pipes or redirection.
-4. For work longer than a minute use start_command, then poll get_command with since=next_since until status is no longer running; the job survives disconnects and restarts. For shorter work raise run_command's timeout_seconds (output streams as progress notifications).
+4. For work longer than a minute use start_command, then call get_command with since=next_since and wait_seconds=30 until status is no longer running; the job survives disconnects and restarts. For shorter work raise run_command's timeout_seconds (output streams as progress notifications).
 5. To run the same command on many edges use run_on_edges with a label selector (e.g. role=web) or *.
 6. Write files with upload_file (absolute path; base64 for binary content), read them with download_file; for large files use source_path / dest_path inside the gateway's FILES_DIR.
 A failed call returns isError with one line saying what to do next.`
