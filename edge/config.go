@@ -8,13 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/edge/rpc"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -68,12 +69,12 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.Func("gateway", "gateway host:port, comma-separated to try several (EDGE_GATEWAY)", list(&s.Gateway))
 	fs.StringVar(&s.GatewayHostKey, "gateway-host-key", s.GatewayHostKey, "trusted gateway host key: SHA256:… fingerprint or public key, comma-separated (EDGE_GATEWAY_HOST_KEY)")
 	fs.StringVar(&s.KeyFile, "key-file", s.KeyFile, "the edge's private key, generated if missing (EDGE_KEY_FILE)")
-	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state directory: rpc.log, pause switch (EDGE_STATE_DIR)")
+	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "state directory: rpc.log, pause switch, job journal; symlinks are resolved at start and the real directory is never readable or writable through RPCs (EDGE_STATE_DIR)")
 	fs.StringVar(&s.Name, "name", s.Name, "name to ask the gateway for; default the hostname (EDGE_NAME)")
 	fs.StringVar(&s.Labels, "labels", s.Labels, "reported labels key=value,… (EDGE_LABELS)")
 	fs.BoolVar(&s.AllowShell, "allow-shell", s.AllowShell, "allow shell command strings, not only argv (EDGE_ALLOW_SHELL)")
-	fs.Func("allow-commands", "executables argv[0] may be, comma-separated; empty = any (EDGE_ALLOW_COMMANDS)", list(&s.AllowCommands))
-	fs.Func("upload-dirs", "directories uploads may write under; empty = any (EDGE_UPLOAD_DIRS)", list(&s.UploadDirs))
+	fs.Func("allow-commands", "executables argv[0] may be, comma-separated, matched by the path named (a symlink such as a busybox applet stays that applet); empty = any. When set: no shell strings, the caller may set only "+strings.Join(protocol.SafeEnvNames(), ",")+" in env, and uploads need EDGE_UPLOAD_DIRS and never write a PATH directory or an allowed executable (EDGE_ALLOW_COMMANDS)", list(&s.AllowCommands))
+	fs.Func("upload-dirs", "directories uploads may write under; empty = any, but no uploads at all while EDGE_ALLOW_COMMANDS is set (EDGE_UPLOAD_DIRS)", list(&s.UploadDirs))
 	fs.Func("download-dirs", "directories downloads may read under; empty = any (EDGE_DOWNLOAD_DIRS)", list(&s.DownloadDirs))
 	fs.IntVar(&s.MaxConcurrent, "max-concurrent", s.MaxConcurrent, "RPCs served at once (EDGE_MAX_CONCURRENT)")
 	fs.DurationVar(&s.KeepaliveInterval, "keepalive-interval", s.KeepaliveInterval, "SSH keepalive period (EDGE_KEEPALIVE_INTERVAL)")
@@ -196,18 +197,12 @@ func (s *settings) complete(getenv func(string) string) error {
 			dirs[i] = filepath.Clean(d)
 		}
 	}
-	for i, c := range s.AllowCommands {
-		p, err := exec.LookPath(c)
-		if err == nil {
-			p, err = filepath.Abs(p)
-		}
-		if err == nil {
-			p, err = filepath.EvalSymlinks(p)
-		}
+	if len(s.AllowCommands) > 0 {
+		cmds, err := rpc.ResolveAllowCommands(s.AllowCommands)
 		if err != nil {
-			return fmt.Errorf("EDGE_ALLOW_COMMANDS: %q is not an executable found on PATH: %v", c, err)
+			return fmt.Errorf("EDGE_ALLOW_COMMANDS: %v", err)
 		}
-		s.AllowCommands[i] = p
+		s.AllowCommands = cmds
 	}
 	if _, err := parseLevel(s.LogLevel); err != nil {
 		return err
@@ -275,4 +270,29 @@ func (s *settings) newLogger(w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// checkStateDir resolves the state directory (created by the caller) through any symlinks
+// and refuses one that others could write: the job journal (pid files, exit records), the
+// pause switch and rpc.log live there, and the edge trusts them only because nobody else can
+// change them. It returns the resolved path, which is what the edge then uses and protects.
+func checkStateDir(dir string) (string, error) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", fmt.Errorf("EDGE_STATE_DIR: %w", err)
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("EDGE_STATE_DIR: %w", err)
+	}
+	if !st.IsDir() {
+		return "", fmt.Errorf("EDGE_STATE_DIR=%s (%s) is not a directory", dir, real)
+	}
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return "", fmt.Errorf("EDGE_STATE_DIR=%s (%s) is writable by group or others (%04o): its job journal could be forged; chmod 0700 it", dir, real, perm)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return "", fmt.Errorf("EDGE_STATE_DIR=%s (%s) is owned by uid %d, not by the edge's user (%d)", dir, real, sys.Uid, os.Geteuid())
+	}
+	return real, nil
 }

@@ -108,3 +108,77 @@ func TestGuestProcs(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowCommandsKeepNamedPath: EDGE_ALLOW_COMMANDS keeps the path as named, not the
+// symlink's target (a busybox applet stays the applet), and refuses '..'.
+func TestAllowCommandsKeepNamedPath(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(dir, "multicall")
+	if err := os.WriteFile(target, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	applet := filepath.Join(dir, "uptime")
+	if err := os.Symlink(target, applet); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, value, want, wantErr string
+	}{
+		{"symlink kept", applet, applet, ""},
+		{"dot-dot refused", dir + "/../" + filepath.Base(dir) + "/uptime", "", "'..'"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("HOME", t.TempDir())
+			t.Setenv("EDGE_KEY_FILE", filepath.Join(t.TempDir(), "k"))
+			t.Setenv("EDGE_STATE_DIR", t.TempDir())
+			t.Setenv("EDGE_ALLOW_COMMANDS", tc.value)
+			s, _, _, err := loadSettings(nil, os.Getenv, &bytes.Buffer{})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one with %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || len(s.AllowCommands) != 1 || s.AllowCommands[0] != tc.want {
+				t.Fatalf("AllowCommands = %v (%v), want [%s]", s.AllowCommands, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckStateDir: the state directory is resolved through symlinks, and one others can
+// write is refused.
+func TestCheckStateDir(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "state")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	open := t.TempDir()
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, dir, want, wantErr string
+	}{
+		{"plain", real, real, ""},
+		{"symlink resolved", link, real, ""},
+		{"world-writable", open, "", "writable by group or others"},
+		{"missing", filepath.Join(real, "none"), "", "EDGE_STATE_DIR"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := checkStateDir(tc.dir)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want one with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("checkStateDir(%s) = %q, %v; want %q", tc.dir, got, err, tc.want)
+			}
+		})
+	}
+}

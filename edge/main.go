@@ -125,11 +125,18 @@ func serve(ctx context.Context, s *settings, stderr io.Writer) error {
 	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
 		return fmt.Errorf("EDGE_STATE_DIR: %w", err)
 	}
+	// Resolved once, here: everything after uses and protects the real directory.
+	if s.StateDir, err = checkStateDir(s.StateDir); err != nil {
+		return err
+	}
 	log.Info("mcp-ssh-edge starting", "version", version, "name", s.Name,
 		"fingerprint", keys.Fingerprint(signer.PublicKey()), "key_file", s.KeyFile, "generated", generated,
 		"gateways", s.Gateway, "state_dir", s.StateDir, "allow_shell", s.AllowShell,
 		"allow_commands", s.AllowCommands, "upload_dirs", s.UploadDirs, "download_dirs", s.DownloadDirs,
 		"allow_run_as", s.AllowRunAs, "job_retention", s.JobRetention)
+	if msg := rpc.UploadsDisabled(s.AllowCommands, s.UploadDirs); msg != "" {
+		log.Warn(msg)
+	}
 	if _, err := os.Stat(rpc.PauseFile(s.StateDir)); err == nil {
 		log.Warn("RPCs are paused by the device owner; run `mcp-ssh-edge resume` to serve them")
 	}

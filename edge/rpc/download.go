@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 
@@ -39,7 +40,17 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 		return nil, err
 	}
 	defer root.Close()
-	f, err := root.OpenFile(cf.rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// The file's own directory is opened first and checked by identity (protectedDir), then
+	// the file inside it: a symlinked EDGE_STATE_DIR or a rename cannot lead into the state.
+	dir, err := root.OpenRoot(path.Dir(cf.rel))
+	if err != nil {
+		return nil, fsError("open directory "+filepath.Dir(clean), err)
+	}
+	defer dir.Close()
+	if why := s.protectedDir(dir, s.downloads()); why != "" {
+		return nil, protocol.Errorf(protocol.CodePolicy, "%s: directory %s %s", clean, filepath.Dir(clean), why)
+	}
+	f, err := dir.OpenFile(path.Base(cf.rel), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fsError("open "+clean, err)
 	}
@@ -92,8 +103,8 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 // protectedFile reports whether an opened file is the edge's key or lies in its state
 // directory, by identity: the check holds whatever names or symlinks led to it.
 func (s *Server) protectedFile(fi fs.FileInfo) bool {
-	if s.cfg.KeyFile != "" {
-		if st, err := os.Stat(s.cfg.KeyFile); err == nil && os.SameFile(fi, st) {
+	for _, k := range s.keyFiles {
+		if st, err := os.Stat(k); err == nil && os.SameFile(fi, st) {
 			return true
 		}
 	}
@@ -101,6 +112,7 @@ func (s *Server) protectedFile(fi fs.FileInfo) bool {
 		return false
 	}
 	found := false
+	// StateDir is the resolved directory (NewServer): WalkDir does not follow a symlinked root.
 	_ = filepath.WalkDir(s.cfg.StateDir, func(_ string, d fs.DirEntry, err error) error {
 		if err != nil || found {
 			return filepath.SkipDir

@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,7 +26,24 @@ import (
 // edge binary does with its job-supervise subcommand.
 const testSupervisorEnv = "RPC_TEST_JOB_SUPERVISOR"
 
+// testBusyboxEnv makes the test binary act as a multi-call binary (TestBusyboxApplets):
+// started through a link named after one of testApplets it prints that applet's name and its
+// arguments, as busybox picks the program to be from filepath.Base(argv[0]).
+const testBusyboxEnv = "RPC_TEST_BUSYBOX"
+
+var testApplets = []string{"uptime", "sh"}
+
 func TestMain(m *testing.M) {
+	if os.Getenv(testBusyboxEnv) == "1" {
+		applet, args := filepath.Base(os.Args[0]), os.Args[1:]
+		if applet == "busybox" && len(args) > 0 { // busybox APPLET ARGS…
+			applet, args = args[0], args[1:]
+		}
+		if slices.Contains(testApplets, applet) {
+			fmt.Printf("applet %s %s\n", applet, strings.Join(args, " "))
+			os.Exit(0)
+		}
+	}
 	if os.Getenv(testSupervisorEnv) == "1" {
 		os.Exit(RunJob(testJobCommand(), os.Args[1:]))
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"maps"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
@@ -32,7 +31,7 @@ const (
 	maxDiskPartition = 256
 )
 
-// Tools looked up on PATH for Capabilities.Tools.
+// Tools looked up for Capabilities.Tools, in the system directories only (lookSystemTool).
 var capabilityTools = []string{
 	"sh", "bash", "busybox", "git", "curl", "wget", "python3", "python", "perl", "go", "node", "npm",
 	"docker", "podman", "kubectl", "systemctl", "apt", "dnf", "yum", "zypper", "apk", "pacman", "opkg",
@@ -107,7 +106,7 @@ func (s *Server) collectInfo(ctx context.Context, refresh bool) *protocol.Device
 		return s.own(ic.last)
 	}
 	if refresh || ic.static == nil || now.Sub(ic.staticAt) > staticTTL {
-		ic.static, ic.staticAt = collectStatic(ctx), now
+		ic.static, ic.staticAt = collectStatic(ctx, s.look()), now
 	}
 	st := ic.static
 	slowTTL := s.cfg.InventorySlowInterval
@@ -160,7 +159,9 @@ func (s *Server) collectInfo(ctx context.Context, refresh bool) *protocol.Device
 	if l, err := load.AvgWithContext(ctx); err == nil {
 		d.Load = protocol.LoadInfo{Load1: l.Load1, Load5: l.Load5, Load15: l.Load15}
 	}
-	ic.last, ic.lastAt = d, now
+	// Fresh from when the collection ended: one that took longer than infoTTL (a package
+	// manager that is slow to answer) must still serve the next call from cache.
+	ic.last, ic.lastAt = d, time.Now()
 	return s.own(d)
 }
 
@@ -173,7 +174,7 @@ func (s *Server) own(d *protocol.DeviceInfo) *protocol.DeviceInfo {
 }
 
 // collectStatic gathers host identity, CPU model and capabilities.
-func collectStatic(ctx context.Context) *staticInfo {
+func collectStatic(ctx context.Context, look toolLookup) *staticInfo {
 	st := &staticInfo{}
 	if h, err := host.InfoWithContext(ctx); err == nil {
 		st.host = *h
@@ -193,10 +194,10 @@ func collectStatic(ctx context.Context) *staticInfo {
 	if n, err := cpu.CountsWithContext(ctx, false); err == nil {
 		st.cores = n
 	}
-	st.caps = collectCapabilities()
+	st.caps = collectCapabilities(look)
 	st.caps.FailedUnits = []string{}
 	if st.caps.InitSystem == "systemd" {
-		st.caps.FailedUnits = failedUnits(ctx, failedUnitsWait)
+		st.caps.FailedUnits = failedUnits(ctx, look, failedUnitsWait)
 	}
 	st.gpu.Present, st.gpu.Devices = collectGPU("/")
 	return st
@@ -212,8 +213,9 @@ func (s *Server) collectSlow(ctx context.Context, st *staticInfo) *slowInfo {
 	}
 	sl := &slowInfo{updates: protocol.UpdatesInfo{Security: -1}}
 	paths := maps.Clone(st.caps.Tools)
+	look := s.look()
 	for _, rt := range st.caps.ContainerRuntimes {
-		if p, err := exec.LookPath(rt); err == nil {
+		if p, ok := look(rt); ok {
 			paths[rt] = p
 		}
 	}
@@ -222,7 +224,7 @@ func (s *Server) collectSlow(ctx context.Context, st *staticInfo) *slowInfo {
 	if pm := st.caps.PackageManager; pm != "" {
 		wg.Go(func() {
 			start := time.Now()
-			pending, security, ok := pendingUpdates(ctx, pm, max(timeout, defaultUpdatesTimeout))
+			pending, security, ok := pendingUpdates(ctx, look, pm, max(timeout, defaultUpdatesTimeout))
 			if ok {
 				sl.updates = protocol.UpdatesInfo{Checked: true, Pending: pending, Security: security,
 					CheckedAt: start.UTC().Format(time.RFC3339)}
@@ -235,22 +237,34 @@ func (s *Server) collectSlow(ctx context.Context, st *staticInfo) *slowInfo {
 	return sl
 }
 
-// collectCapabilities finds tools, the package manager, init system and container runtimes.
-func collectCapabilities() protocol.Capabilities {
+// toolLookup finds a tool's executable for the inventory: lookSystemTool, or a test's.
+type toolLookup func(name string) (string, bool)
+
+// look is the server's toolLookup: lookSystemTool unless a test set another.
+func (s *Server) look() toolLookup {
+	if s.lookTool != nil {
+		return s.lookTool
+	}
+	return lookSystemTool
+}
+
+// collectCapabilities finds tools, the package manager, init system and container runtimes,
+// with look (the system directories, never the edge's PATH: see systemBinDirs).
+func collectCapabilities(look toolLookup) protocol.Capabilities {
 	caps := protocol.Capabilities{Tools: map[string]string{}, ContainerRuntimes: []string{}}
 	for _, t := range capabilityTools {
-		if p, err := exec.LookPath(t); err == nil {
+		if p, ok := look(t); ok {
 			caps.Tools[t] = p
 		}
 	}
 	for _, pm := range packageManagers {
-		if _, err := exec.LookPath(pm); err == nil {
+		if _, ok := look(pm); ok {
 			caps.PackageManager = pm
 			break
 		}
 	}
 	for _, rt := range containerRuntimes {
-		if _, err := exec.LookPath(rt); err == nil {
+		if _, ok := look(rt); ok {
 			caps.ContainerRuntimes = append(caps.ContainerRuntimes, rt)
 		}
 	}

@@ -123,17 +123,22 @@ func writeTool(t *testing.T, dir, name, body string) {
 	}
 }
 
-// TestToolVersionsFakeAndHanging puts a fake git (known version) and a node whose --version
-// hangs (in a child that keeps the pipe open) first on PATH: git's version arrives, node is
-// cut off at the probe timeout, and the rest of the inventory still arrives promptly.
+// TestToolVersionsFakeAndHanging probes a fake git (known version) and a node whose --version
+// hangs (in a child that keeps the pipe open), found before the system directories by the
+// test's tool lookup: git's version arrives, node is cut off at the probe timeout, and the
+// rest of the inventory still arrives promptly.
 func TestToolVersionsFakeAndHanging(t *testing.T) {
 	dir := t.TempDir()
 	writeTool(t, dir, "git", `echo "git version 9.8.7-fake"`)
 	writeTool(t, dir, "node", `sleep 30; echo v1.0.0`)
 	writeTool(t, dir, "docker", `echo "Docker version 99.1.2+test, build abc"`)
-	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
-
 	h := newHarness(t, Config{ProbeTimeout: 300 * time.Millisecond, InventorySlowInterval: time.Hour})
+	h.srv.lookTool = func(name string) (string, bool) {
+		if p := filepath.Join(dir, name); exists(p) {
+			return p, true
+		}
+		return lookSystemTool(name)
+	}
 	start := time.Now()
 	var d protocol.DeviceInfo
 	if o := h.open(protocol.MethodDeviceInfo, protocol.DeviceInfoParams{Refresh: true}).wait(&d); o.err != nil {

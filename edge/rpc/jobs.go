@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -198,15 +197,19 @@ func (s *Server) jobCancel(id string) (protocol.JobStatus, error) {
 	if err != nil || st.Status != protocol.JobRunning {
 		return st, err
 	}
+	var rec jobPid
+	if err := readJSONFile(filepath.Join(dir, jobPidFile), &rec); err != nil {
+		return st, protocol.Errorf(protocol.CodeIO, "job %s has no recorded process group: %v", id, err)
+	}
+	// The pid file is not enough: kill only a group that is verifiably this job's.
+	if err := verifyJobGroup(dir, rec); err != nil {
+		s.log.Warn("job cancel refused: the recorded process group is not the job's", "job", id, "pgid", rec.Pgid, "err", err)
+		return st, protocol.Errorf(protocol.CodeIO, "job %s: refusing to kill process group %d: %v", id, rec.Pgid, err)
+	}
 	if err := os.WriteFile(filepath.Join(dir, jobCancelFile), nil, 0o600); err != nil {
 		return st, protocol.Errorf(protocol.CodeIO, "job %s: %v", id, err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, jobPidFile))
-	pgid, perr := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || perr != nil || pgid <= 1 {
-		return st, protocol.Errorf(protocol.CodeIO, "job %s has no recorded process group", id)
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	_ = syscall.Kill(-rec.Pgid, syscall.SIGKILL)
 	deadline := time.Now().Add(jobCancelWait)
 	for time.Now().Before(deadline) {
 		if _, ok := readExit(dir); ok {

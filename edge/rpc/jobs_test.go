@@ -135,8 +135,7 @@ func TestJobCancelAndLost(t *testing.T) {
 		t.Fatal(o.err)
 	}
 	dir := filepath.Join(h.cfg.StateDir, jobsDirName, st.ID)
-	b, _ := os.ReadFile(filepath.Join(dir, jobPidFile))
-	pgid, _ := strconv.Atoi(string(b))
+	pgid := readPid(t, dir).Pgid
 	var cancelled protocol.JobStatus
 	if o := h.open(protocol.MethodJobCancel, protocol.JobRef{ID: st.ID}).wait(&cancelled); o.err != nil {
 		t.Fatal(o.err)
@@ -162,8 +161,7 @@ func TestJobCancelAndLost(t *testing.T) {
 		t.Fatal(o.err)
 	}
 	dir = filepath.Join(h.cfg.StateDir, jobsDirName, st.ID)
-	b, _ = os.ReadFile(filepath.Join(dir, jobPidFile))
-	child, _ := strconv.Atoi(string(b))
+	child := readPid(t, dir).Pgid
 	stat, _ := os.ReadFile("/proc/" + strconv.Itoa(child) + "/stat")
 	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 	super, _ := strconv.Atoi(fields[1])
@@ -256,4 +254,14 @@ func TestRunAs(t *testing.T) {
 	if !strings.HasPrefix(string(st.Output), "nobody\n") {
 		t.Errorf("job as nobody printed %q", st.Output)
 	}
+}
+
+// readPid reads a job's pid file as the edge does.
+func readPid(t *testing.T, dir string) jobPid {
+	t.Helper()
+	var rec jobPid
+	if err := readJSONFile(filepath.Join(dir, jobPidFile), &rec); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }

@@ -42,17 +42,21 @@ var versionedTools = []string{
 	"containerd", "nerdctl", "ctr", "crictl", "lxc",
 }
 
-// probeEnv is the environment probes run with: the edge's PATH, the C locale (parsable
-// output), and nothing else of the edge's environment.
+// probeEnv is the environment probes run with: the trusted system directories as PATH (never
+// the edge's own, see systemBinDirs), the C locale (parsable output), and nothing else of the
+// edge's environment.
 func probeEnv() []string {
-	return []string{"PATH=" + os.Getenv("PATH"), "LANG=C", "LC_ALL=C", "HOME=/nonexistent"}
+	return []string{"PATH=" + systemPATH(), "LANG=C", "LC_ALL=C", "HOME=/nonexistent"}
 }
 
-// runProbe runs argv with a timeout and returns its stdout and stderr (each at most
+// runProbe runs argv (argv[0] an absolute path, found by lookSystemTool) with a timeout and returns its stdout and stderr (each at most
 // probeOutputMax bytes). On timeout the process group is killed and the pipes abandoned after
 // probeWaitDelay, so a child that keeps the pipe open cannot stall the edge either. A non-zero
 // exit is returned as *exec.ExitError with the output.
 func runProbe(ctx context.Context, timeout time.Duration, argv ...string) (stdout, stderr []byte, err error) {
+	if len(argv) == 0 || !filepath.IsAbs(argv[0]) {
+		return nil, nil, errNotSystemTool
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -171,8 +175,14 @@ func clipString(s string, n int) string {
 
 // pendingUpdates asks the package manager, from its local cache only (no network), how many
 // packages have updates and how many of those are security updates (-1: it does not tell).
-func pendingUpdates(ctx context.Context, pm string, timeout time.Duration) (pending, security int, ok bool) {
+// look finds the package manager's executable (lookSystemTool).
+func pendingUpdates(ctx context.Context, look toolLookup, pm string, timeout time.Duration) (pending, security int, ok bool) {
 	run := func(argv ...string) ([]string, bool) {
+		path, found := look(argv[0])
+		if !found {
+			return nil, false
+		}
+		argv = append([]string{path}, argv[1:]...)
 		stdout, _, err := runProbe(ctx, timeout, argv...)
 		var ee *exec.ExitError
 		if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 100) { // dnf/yum: 100 = updates
@@ -244,9 +254,13 @@ func pendingUpdates(ctx context.Context, pm string, timeout time.Duration) (pend
 }
 
 // failedUnits lists systemd units in the failed state (at most 256).
-func failedUnits(ctx context.Context, timeout time.Duration) []string {
+func failedUnits(ctx context.Context, look toolLookup, timeout time.Duration) []string {
 	out := []string{}
-	stdout, _, err := runProbe(ctx, timeout, "systemctl", "--failed", "--no-legend", "--plain", "--no-pager")
+	systemctl, ok := look("systemctl")
+	if !ok {
+		return out
+	}
+	stdout, _, err := runProbe(ctx, timeout, systemctl, "--failed", "--no-legend", "--plain", "--no-pager")
 	if err != nil {
 		return out
 	}

@@ -29,7 +29,7 @@ type proc struct {
 // allowlist (with the loader variables it forbids), working directory, run_as credentials,
 // and the environment the process gets.
 func (s *Server) prepare(p *protocol.ExecParams) (proc, error) {
-	path, err := s.checkExec(p)
+	path, args, err := s.checkExec(p)
 	if err != nil {
 		return proc{}, err
 	}
@@ -40,7 +40,7 @@ func (s *Server) prepare(p *protocol.ExecParams) (proc, error) {
 	if err != nil {
 		return proc{}, err
 	}
-	pr := proc{path: path, args: p.Argv, dir: p.Cwd, cred: cred,
+	pr := proc{path: path, args: args, dir: p.Cwd, cred: cred,
 		env: mergeEnv(mergeEnv(os.Environ(), userEnv), p.Env)}
 	if p.Command != "" {
 		pr.path, pr.args = "/bin/sh", []string{"/bin/sh", "-c", p.Command}

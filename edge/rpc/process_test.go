@@ -29,9 +29,9 @@ func TestPrepare(t *testing.T) {
 				t.Errorf("proc %+v", pr)
 			}
 		}},
-		{"allowlisted argv runs the resolved file", Config{AllowCommands: []string{echo}}, protocol.ExecParams{Argv: []string{"echo"}}, "", func(t *testing.T, pr proc) {
-			if pr.path != echo {
-				t.Errorf("path %s, want %s", pr.path, echo)
+		{"allowlisted argv runs the allowed path as argv[0]", Config{AllowCommands: []string{echo}}, protocol.ExecParams{Argv: []string{"echo", "x"}}, "", func(t *testing.T, pr proc) {
+			if pr.path != echo || !slices.Equal(pr.args, []string{echo, "x"}) {
+				t.Errorf("path %s args %v, want %s and [%s x]", pr.path, pr.args, echo, echo)
 			}
 		}},
 		{"command runs /bin/sh -c", Config{AllowShell: true}, protocol.ExecParams{Command: "echo $X"}, "", func(t *testing.T, pr proc) {

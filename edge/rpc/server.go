@@ -20,11 +20,11 @@ import (
 // Config is the edge's policy and limits. The gateway cannot widen any of it.
 type Config struct {
 	AllowShell    bool     // whether `command` (a /bin/sh -c string) may run
-	AllowCommands []string // absolute, symlink-resolved executables argv[0] may be; empty = any
-	UploadDirs    []string // absolute directories uploads may write under; empty = any
+	AllowCommands []string // absolute, clean executables argv[0] may be, symlinks not resolved (ResolveAllowCommands); empty = any
+	UploadDirs    []string // absolute directories uploads may write under; empty = any, but no uploads while AllowCommands is set
 	DownloadDirs  []string // absolute directories downloads may read under; empty = any
 	MaxConcurrent int      // RPCs served at once; beyond it callers get CodeBusy
-	StateDir      string   // holds `paused` and rpc.log; never writable through RPCs
+	StateDir      string   // holds `paused`, rpc.log and jobs; never readable or writable through RPCs (symlinks resolved by NewServer)
 	KeyFile       string   // the edge's private key; never readable or writable through RPCs
 	Version       string   // mcp-ssh-edge version, reported in device info
 	Name          string   // the edge's name, reported in device info
@@ -57,6 +57,14 @@ type Server struct {
 	sem     chan struct{}
 	logMu   sync.Mutex
 	release memory.Releaser // after big transfers: back to the idle footprint
+
+	// Fixed at start (resolvedPaths): the names the key and state are protected under, and
+	// the directories uploads may not write under an allowlist (executableDirs).
+	stateDirs, keyFiles, keyDirs, execDirs []string
+
+	// lookTool finds the inventory's tools; nil means lookSystemTool. Tests set it before
+	// the first call to probe fake tools.
+	lookTool toolLookup
 }
 
 // NewServer returns a server enforcing cfg. A MaxConcurrent below 1 means 32.
@@ -70,7 +78,21 @@ func NewServer(cfg Config, log *slog.Logger) *Server {
 	if cfg.Inventory == nil {
 		cfg.Inventory = &Inventory{}
 	}
-	return &Server{cfg: cfg, log: log, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	s := &Server{cfg: cfg, log: log, sem: make(chan struct{}, cfg.MaxConcurrent)}
+	// EDGE_STATE_DIR and EDGE_KEY_FILE are resolved once, here: every check then compares with
+	// the real directory, whatever symlink the configured name goes through.
+	s.stateDirs = resolvedPaths(cfg.StateDir)
+	if len(s.stateDirs) > 1 {
+		s.cfg.StateDir = s.stateDirs[1]
+	}
+	s.keyFiles = resolvedPaths(cfg.KeyFile)
+	for _, k := range s.keyFiles {
+		s.keyDirs = append(s.keyDirs, filepath.Dir(k))
+	}
+	if len(cfg.AllowCommands) > 0 {
+		s.execDirs = executableDirs(os.Getenv("PATH"), cfg.AllowCommands)
+	}
+	return s
 }
 
 // PauseFile is the path whose presence makes the edge refuse every RPC (`mcp-ssh-edge pause`).

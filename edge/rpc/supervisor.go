@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -134,7 +133,15 @@ func supervise(dir string, status *os.File) int {
 		return fail("start %s: %v", spec.Path, err)
 	}
 	pgid := cmd.Process.Pid
-	_ = os.WriteFile(filepath.Join(dir, jobPidFile), []byte(strconv.Itoa(pgid)), 0o600)
+	// The leader cannot be reaped before cmd.Wait below, so its /proc entry (a zombie at
+	// worst) and start time are there to read.
+	rec := jobPid{Pgid: pgid}
+	if ps, err := readProcStat(pgid); err == nil {
+		rec.Start = ps.start
+	}
+	if err := writeJSONFile(filepath.Join(dir, jobPidFile), rec); err != nil {
+		fmt.Fprintf(os.Stderr, "job-supervise: pid file: %v\n", err)
+	}
 	report(status, "ok")
 	if status != nil {
 		status.Close()

@@ -19,6 +19,24 @@ import (
 // maxUploadSize bounds one upload whatever the gateway announces.
 const maxUploadSize = 1 << 40
 
+// errUploadsNeedDirs is why an edge with an executable allowlist and no upload directories
+// refuses every upload (and says so in its start log): an upload that may write anywhere, as
+// the edge's user (usually root), can replace an allowed executable, drop a program into a
+// PATH directory, or write a file the system itself runs (/etc/ld.so.preload, cron, systemd
+// units), and the allowlist would mean nothing. The edge still starts, so that exec, jobs,
+// downloads and device info keep working.
+const errUploadsNeedDirs = "uploads are disabled on this edge: EDGE_ALLOW_COMMANDS is set and EDGE_UPLOAD_DIRS is empty, " +
+	"and an upload that may write anywhere could replace an allowed executable or a file the system runs; " +
+	"set EDGE_UPLOAD_DIRS to the directories uploads may write (never a directory on PATH)"
+
+// UploadsDisabled is the start-up warning for an edge whose uploads are off, or "".
+func UploadsDisabled(allowCommands, uploadDirs []string) string {
+	if len(allowCommands) > 0 && len(uploadDirs) == 0 {
+		return errUploadsNeedDirs
+	}
+	return ""
+}
+
 // upload writes one file atomically: temp file in the target directory, verified size and
 // SHA-256, mode, then a rename (or a link, which cannot clobber, when overwrite is false).
 func (s *Server) upload(ctx context.Context, c *call) (any, error) {
@@ -38,6 +56,9 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 		mode = 0o644
 	}
 	want := strings.ToLower(p.SHA256) // "" with SHA256Trailer (Validate): it follows the content
+	if len(s.cfg.AllowCommands) > 0 && len(s.cfg.UploadDirs) == 0 {
+		return nil, protocol.Errorf(protocol.CodePolicy, "%s", errUploadsNeedDirs)
+	}
 
 	cf, err := s.confine(p.Path, p.Within, s.uploads())
 	if err != nil {
@@ -66,8 +87,8 @@ func (s *Server) upload(ctx context.Context, c *call) (any, error) {
 		return nil, fsError("open directory "+filepath.Dir(clean), err)
 	}
 	defer dir.Close()
-	if st, err := dir.Stat("."); err != nil || s.protectedDir(st) {
-		return nil, protocol.Errorf(protocol.CodePolicy, "%s is the edge's own key or state directory and cannot be written", filepath.Dir(clean))
+	if why := s.protectedDir(dir, s.uploads()); why != "" {
+		return nil, protocol.Errorf(protocol.CodePolicy, "directory %s %s", filepath.Dir(clean), why)
 	}
 	if err := checkTarget(dir, base, clean, p.Overwrite); err != nil {
 		return nil, err

@@ -35,3 +35,46 @@ func ForbiddenEnv(name string) bool {
 	}
 	return false
 }
+
+// safeEnvNames are the only variables a caller may set while an executable allowlist is in
+// force: presentation settings (locale, time zone, terminal size and colour) that no common
+// program reads as code, a path, a command, a configuration file or a proxy. Everything else
+// is refused, because a denylist cannot be complete: PYTHONWARNINGS with BROWSER ran a shell
+// through an allowlisted Python program, and APT_CONFIG, OPENSSL_CONF, GIT_CONFIG_*,
+// SYSTEMD_EDITOR, HOME or http_proxy change what an allowed program loads or runs. The
+// locale categories are listed one by one rather than as LC_*, so that no future or
+// program-specific LC_ variable is accepted unseen.
+var safeEnvNames = []string{
+	"LANG", "LANGUAGE", "LC_ALL", "LC_ADDRESS", "LC_COLLATE", "LC_CTYPE", "LC_IDENTIFICATION",
+	"LC_MEASUREMENT", "LC_MESSAGES", "LC_MONETARY", "LC_NAME", "LC_NUMERIC", "LC_PAPER",
+	"LC_TELEPHONE", "LC_TIME", "TZ", "TERM", "NO_COLOR", "COLUMNS", "LINES",
+}
+
+// SafeEnvNames returns the variables SafeEnv accepts, sorted, for messages and documentation.
+func SafeEnvNames() []string { return slices.Sorted(slices.Values(safeEnvNames)) }
+
+// SafeEnv reports whether a caller may set the variable name (exact, case-sensitive, as the
+// environment is) while an executable allowlist is in force. It is an allowlist: see
+// safeEnvNames for the set and why it is closed. The edge applies it to every exec and job;
+// the gateway may apply the same rule to refuse early.
+func SafeEnv(name string) bool { return slices.Contains(safeEnvNames, name) }
+
+// SafeEnvValue reports whether value is acceptable for a variable SafeEnv accepts: short,
+// printable ASCII from a small set, and never a path (no leading '/', no "..") — glibc reads
+// a locale or a TZ value that looks like a path as a file to load. TZ alone may contain '/'
+// inside it (Area/City, resolved under the system zoneinfo directory).
+func SafeEnvValue(name, value string) bool {
+	if len(value) > 128 || strings.HasPrefix(value, "/") || strings.HasPrefix(value, ":/") || strings.Contains(value, "..") {
+		return false
+	}
+	for _, r := range value {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+		case strings.ContainsRune("._-+@,=:", r):
+		case r == '/' && name == "TZ":
+		default:
+			return false
+		}
+	}
+	return true
+}
