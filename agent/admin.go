@@ -5,11 +5,11 @@ package main
 // files as a running gateway, which picks every change up at once (and audits it).
 
 import (
-	"bufio"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"os"
@@ -290,37 +290,46 @@ func enrollToken(cfg *config, name string, labels map[string]string, ttl time.Du
 	return gateway.CreateEnrollment(cfg.StateDir, cfg.AuthorizedKeys, addr, keys.Fingerprint(hostKey.PublicKey()), name, labels, ttl)
 }
 
-// auditVerify checks the hash chain of the given files, or of AUDIT_LOG and its rotated
-// files, as one chain in order.
+// auditVerify checks the given files, or AUDIT_LOG with its rotated files, as one chain in
+// order (audit.VerifyFiles): hashes, sequence numbers, and, for AUDIT_LOG, its anchor
+// (AUDIT_LOG.anchor), which shows a log cut short or missing its oldest or current file.
+// Files named on the command line are checked without the anchor.
 func auditVerify(cfg *config, files []string, stdout, stderr io.Writer) int {
+	var anchor *audit.Anchor
 	if len(files) == 0 {
 		if cfg.AuditLog == "-" {
 			fmt.Fprintln(stderr, "mcp-ssh-gateway: AUDIT_LOG is stderr: give the files to verify")
 			return 2
 		}
+		// The anchor first: a rotation after it only adds lines to what is listed next.
 		var err error
+		if anchor, err = audit.ReadAnchor(audit.AnchorPath(cfg.AuditLog)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "audit verify: %v\n", err)
+			return 1
+		}
 		if files, err = audit.Files(cfg.AuditLog); err != nil {
 			fmt.Fprintf(stderr, "mcp-ssh-gateway: %v\n", err)
 			return 1
 		}
-	}
-	total, prev := 0, ""
-	for i, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			fmt.Fprintf(stderr, "mcp-ssh-gateway: %v\n", err)
+		if anchor == nil {
+			fmt.Fprintf(stderr, "audit verify: no anchor %s: without it a truncated log or a removed file cannot be detected\n", audit.AnchorPath(cfg.AuditLog))
 			return 1
 		}
-		n, last, err := audit.VerifyFrom(bufio.NewReader(f), prev, i > 0)
-		f.Close()
-		total += n
-		if err != nil {
-			fmt.Fprintf(stderr, "audit verify: %s: %v\n", name, err)
-			return 1
-		}
-		prev = last
 	}
-	fmt.Fprintf(stdout, "audit log intact: %d lines in %d file(s)\n", total, len(files))
+	rep, err := audit.VerifyFiles(files, anchor)
+	if err != nil {
+		fmt.Fprintf(stderr, "audit verify: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "audit log intact: %d lines in %d file(s)", rep.Lines, rep.Files)
+	if rep.LastSeq > 0 {
+		fmt.Fprintf(stdout, ", seq %d to %d", rep.FirstSeq, rep.LastSeq)
+	}
+	if rep.Anchored {
+		fmt.Fprintf(stdout, ", matching its anchor (seq %d)\n", anchor.LastSeq)
+	} else {
+		fmt.Fprintln(stdout, "; no anchor checked: lines removed at either end would not show")
+	}
 	return 0
 }
 

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 )
 
 // config is every gateway setting (the README's Settings), read once from the environment in main.
@@ -24,6 +26,8 @@ type config struct {
 	AuthorizedKeys    string        `envconfig:"AUTHORIZED_KEYS_FILE"`
 	ProvisionToken    string        `envconfig:"PROVISION_TOKEN"`
 	PolicyFile        string        `envconfig:"POLICY_FILE"`
+	MaxStartups       string        `envconfig:"SSH_MAX_STARTUPS" default:"4096:30:16384"`
+	PerSourceStartups int           `envconfig:"SSH_PER_SOURCE_MAX_STARTUPS" default:"32"`
 	StateDir          string        `envconfig:"STATE_DIR"`
 	AuditLog          string        `envconfig:"AUDIT_LOG"`
 	AuditMaxBytes     int64         `envconfig:"AUDIT_LOG_MAX_BYTES" default:"104857600"`
@@ -45,6 +49,23 @@ type config struct {
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"text"`
 
 	tlsCert *certFile // loaded from HTTPTLSCert/HTTPTLSKey by complete; nil without TLS
+
+	startups gateway.StartupLimits // SSH_MAX_STARTUPS, parsed
+}
+
+// parseStartups checks SSH_MAX_STARTUPS (start:rate:full, as OpenSSH's MaxStartups) and
+// SSH_PER_SOURCE_MAX_STARTUPS.
+func (c *config) parseStartups() error {
+	var l gateway.StartupLimits
+	if n, err := fmt.Sscanf(c.MaxStartups, "%d:%d:%d", &l.Start, &l.Rate, &l.Full); err != nil || n != 3 ||
+		l.Start < 1 || l.Rate < 1 || l.Rate > 100 || l.Full < l.Start || strings.Count(c.MaxStartups, ":") != 2 {
+		return fmt.Errorf("SSH_MAX_STARTUPS=%q is not start:rate:full (connections before random drop begins, drop percent 1-100, connections at which all are dropped), e.g. 4096:30:16384", c.MaxStartups)
+	}
+	c.startups = l
+	if c.PerSourceStartups < 1 {
+		return fmt.Errorf("SSH_PER_SOURCE_MAX_STARTUPS=%d must be at least 1 (unauthenticated connections at once from one address; raise it for many edges behind one NAT address)", c.PerSourceStartups)
+	}
+	return nil
 }
 
 // typeWords says what a setting of a Go type must look like, with an example.
@@ -76,6 +97,9 @@ func loadConfig() (*config, error) {
 // complete fills the defaults that depend on other settings or on who runs the gateway, and
 // checks ranges.
 func (c *config) complete() error {
+	if err := c.parseStartups(); err != nil {
+		return err
+	}
 	if c.Mode != "reverse" {
 		return fmt.Errorf("GATEWAY_MODE=%q is not supported: only \"reverse\" (edges dial in) exists", c.Mode)
 	}

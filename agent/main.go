@@ -58,7 +58,7 @@ Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
 AUTHORIZED_KEYS_FILE PROVISION_TOKEN POLICY_FILE STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT
 MCP_HTTP_ADDR MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL
 EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES MAX_TRANSFER_BYTES AUDIT_LOG_MAX_BYTES
-INVENTORY_INTERVAL LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
+INVENTORY_INTERVAL SSH_MAX_STARTUPS SSH_PER_SOURCE_MAX_STARTUPS LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
 `
 
 func main() {
@@ -141,19 +141,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 
 	mtr := metrics.New()
 	gw, err := gateway.New(gateway.Config{
-		HostKey:             hostKey,
-		Bind:                cfg.sshAddr(),
-		PublicAddr:          cfg.PublicAddr,
-		KeepaliveInterval:   cfg.KeepaliveInterval,
-		AuthorizedKeysFile:  cfg.AuthorizedKeys,
-		Version:             version,
-		Mode:                cfg.Mode,
-		ProvisioningEnabled: cfg.ProvisionToken != "",
-		StateDir:            cfg.StateDir,
-		Audit:               auditLog,
-		Log:                 log,
-		Metrics:             mtr,
-		InventoryInterval:   cfg.InventoryInterval,
+		HostKey:              hostKey,
+		Bind:                 cfg.sshAddr(),
+		PublicAddr:           cfg.PublicAddr,
+		KeepaliveInterval:    cfg.KeepaliveInterval,
+		AuthorizedKeysFile:   cfg.AuthorizedKeys,
+		Version:              version,
+		Mode:                 cfg.Mode,
+		ProvisioningEnabled:  cfg.ProvisionToken != "",
+		StateDir:             cfg.StateDir,
+		Audit:                auditLog,
+		Log:                  log,
+		Metrics:              mtr,
+		InventoryInterval:    cfg.InventoryInterval,
+		MaxStartups:          cfg.startups,
+		PerSourceMaxStartups: cfg.PerSourceStartups,
 	})
 	if err != nil {
 		return fmt.Errorf("AUTHORIZED_KEYS_FILE: %w", err)

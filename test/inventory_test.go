@@ -161,6 +161,8 @@ func TestFleetInventory(t *testing.T) {
 		if r := g.call(t, "get_device_info", map[string]any{"edge": "web-a", "refresh": true}); r.IsError {
 			t.Fatal(r.Text)
 		}
+		// The edge writes its rpc.log line just after the result frame: give it a moment.
+		waitFor(2*time.Second, func() bool { return countInfoCalls(t, stateA) > before })
 		if n := countInfoCalls(t, stateA); n != before+1 {
 			t.Errorf("get_device_info with refresh made %d RPCs to the edge, want 1", n-before)
 		}

@@ -3,8 +3,16 @@ package audit
 // Event is one line of the audit log. Empty fields are left out of the line.
 // Never put a token, private key, stdin or file content in an Event.
 type Event struct {
-	Time        string   `json:"time"`  // set by Logger.Write
-	Event       string   `json:"event"` // intent, outcome, edge_connect, edge_disconnect, auth_failure, host_key_refused, edge_refused, edge_penalized, source_penalized, key_added, key_revoked, key_approved, key_enrolled
+	Time string `json:"time"` // set by Logger.Write
+	// Seq numbers the lines of the whole log (across rotated files) from 1, without gaps; set
+	// by Logger.Write. Lines written before sequence numbers existed have none (0).
+	Seq uint64 `json:"seq,omitempty"`
+	// Event is one of intent, outcome, edge_connect, edge_disconnect, auth_failure,
+	// auth_failure_summary, host_key_refused, edge_refused, edge_penalized, source_penalized,
+	// key_added, key_revoked, key_approved, key_enrolled, name_bound, and the log's own
+	// audit_pruned (rotated files deleted by retention) and audit_anchor_mismatch (at open,
+	// the log ended before its anchor: lines were lost).
+	Event       string   `json:"event"`
 	RequestID   string   `json:"request_id,omitempty"`
 	Actor       string   `json:"actor,omitempty"` // "stdio", or "http:<token name>"
 	Tool        string   `json:"tool,omitempty"`

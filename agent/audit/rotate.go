@@ -1,9 +1,6 @@
 package audit
 
 import (
-	"bufio"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -35,6 +32,11 @@ func (l *Logger) rotate() error {
 	l.f.Close()
 	l.w, l.f, l.size = f, f, 0
 	l.log.Info("audit log rotated", "old", aside)
+	l.prune()
+	l.dirty = true
+	if err := l.checkpoint(); err != nil {
+		l.log.Error("audit: cannot write the anchor", "err", err)
+	}
 	return nil
 }
 
@@ -67,51 +69,32 @@ func globEscape(s string) string {
 	return strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`).Replace(s)
 }
 
-// lastRotatedHash is the hash of the last line of the newest rotated file, so a fresh file
-// continues the chain; "" when there is none.
-func lastRotatedHash(path string) string {
+// lastRotatedLine is the last line of the newest rotated file, so a fresh file continues
+// the chain and the numbering; zero when there is none.
+func lastRotatedLine(path string) lineEnd {
 	files, err := Files(path)
 	if err != nil {
-		return ""
+		return lineEnd{}
 	}
 	files = slices.DeleteFunc(files, func(f string) bool { return f == path })
 	if len(files) == 0 {
-		return ""
+		return lineEnd{}
 	}
 	f, err := os.Open(files[len(files)-1])
 	if err != nil {
-		return ""
+		return lineEnd{}
 	}
 	defer f.Close()
-	h, _ := lastLineHash(f)
-	return h
+	last, _ := lastLine(f)
+	return last
 }
 
-// VerifyFrom checks the hash chain of one file of the log. When linked is true the first
-// line's prev must equal prev (the previous file's last hash). It returns the lines checked
-// and the hash of the last one, to pass to the next file.
+// VerifyFrom checks the hash chain and sequence numbers of one file of the log. When linked
+// is true the first line's prev must equal prev (the previous file's last hash). It returns
+// the lines checked and the hash of the last one, to pass to the next file. VerifyFiles
+// checks a whole log, sequence numbers across files and the anchor included.
 func VerifyFrom(r io.Reader, prev string, linked bool) (int, string, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 4*maxLine)
-	n := 0
-	for sc.Scan() {
-		n++
-		var e struct {
-			Prev *string `json:"prev"`
-		}
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil || e.Prev == nil {
-			return n - 1, prev, fmt.Errorf("line %d: not an audit event", n)
-		}
-		if (n > 1 || linked) && *e.Prev != prev {
-			if n == 1 {
-				return 0, prev, errors.New("line 1: prev hash does not match the last line of the previous file: a file or lines were removed")
-			}
-			return n - 1, prev, fmt.Errorf("line %d: prev hash does not match line %d: the log was edited or lines were removed", n, n-1)
-		}
-		prev = hashLine(sc.Bytes())
-	}
-	if err := sc.Err(); err != nil {
-		return n, prev, fmt.Errorf("line %d: %w", n+1, err)
-	}
-	return n, prev, nil
+	c := chain{prev: prev, linked: linked}
+	err := c.file(r)
+	return c.n, c.prev, err
 }

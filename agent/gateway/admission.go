@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -17,33 +19,109 @@ import (
 // admission takes one accepted edge connection through the gateway's gate. handleConn calls
 // its phases in this order, each reporting whether the connection may go on:
 //
-//  1. accept: a connection from a penalized source address is closed before anything else,
-//     without waiting for a handshake slot.
-//  2. waitSlot: it waits up to AdmissionWait for one of MaxHandshakes handshake slots.
-//  3. afterSlot: the source is checked again, as its penalty may have started meanwhile.
-//  4. duringHandshake: the connection the SSH handshake reads from refuses what the peer
-//     sends once its source is penalized; endHandshake ends that and gives the slot back.
-//  5. afterAuth: an authenticated key under penalty is held, then let on or refused.
+//  1. accept: a connection from a penalized source address is closed before anything else;
+//     then it is counted as unauthenticated (startupGate), or dropped: beyond
+//     PerSourceMaxStartups from its source (an IPv4 address, an IPv6 /64), or at random
+//     once many are (MaxStartups start:rate:full).
+//  2. awaitVersion: the peer's SSH version line must arrive within KexTimeout of the
+//     accept, before the connection may wait for a slot: a silent socket never holds one.
+//  3. waitSlot: it waits up to AdmissionWait for one of MaxHandshakes handshake slots.
+//  4. afterSlot: the source is checked again, as its penalty may have started meanwhile.
+//  5. duringHandshake: the key exchange must end within KexTimeout of taking the slot
+//     (kexDone, at the first authentication request), the whole handshake within
+//     HandshakeTimeout; the connection the SSH handshake reads from refuses what the peer
+//     sends once its source is penalized. endHandshake ends that, gives the slot back and
+//     uncounts the connection as unauthenticated.
+//  6. afterAuth: an authenticated key under penalty is held, then let on or refused.
 //
-// The outcome is judged by authFailure (an unknown key, during authentication),
+// The outcome is judged by authFailure (an unknown key whose signature verified),
 // judgeHandshake, judgeTunnel, judgeStream and judgeSession: they count it in the handshake
 // metric, record the offences that draw penalties (penaltyBox) and audit what the operator
 // must see. Every kind of event has its own bounded de-duplication, so that a flood of one
-// kind cannot make another repeat: auth failures (Gateway.authFails), refusals and penalties
+// kind cannot make another repeat: auth failures (Gateway.refusals), refusals and penalties
 // (penaltyBox.refusedEvents, penaltyBox.penalizedEvents), pending keys (Gateway.pendingKey).
 type admission struct {
 	g          *Gateway
 	nc         net.Conn
+	src        netip.Prefix   // what the source is counted as (sourcePrefix)
+	accepted   time.Time      // when the connection was accepted
+	version    []byte         // what awaitVersion read: the peer's version line, and more
 	hc         *handshakeConn // set by duringHandshake
 	slot       bool           // a handshake slot is held
+	startup    bool           // counted in the startup gate (unauthenticated)
+	authBy     time.Time      // the handshake's deadline once the key exchange is done
 	unknownKey atomic.Bool    // an unauthorized key was offered (for the handshake metric)
 }
 
-func (g *Gateway) newAdmission(nc net.Conn) *admission { return &admission{g: g, nc: nc} }
+func (g *Gateway) newAdmission(nc net.Conn) *admission {
+	return &admission{g: g, nc: nc, src: sourcePrefix(nc.RemoteAddr()), accepted: time.Now()}
+}
 
-// accept reports whether the connection may wait for a handshake slot: not while its source
-// address is penalized.
-func (a *admission) accept() bool { return !a.sourcePenalized() }
+// accept reports whether the connection may go on to awaitVersion: not while its source
+// address is penalized, nor when the startup gate drops it (counted as HandshakeBusy).
+func (a *admission) accept() bool {
+	if a.sourcePenalized() {
+		return false
+	}
+	if why := a.g.startups.enter(a.src); why != dropNone {
+		a.dropped(why)
+		return false
+	}
+	a.startup = true
+	return true
+}
+
+// dropped counts and logs a connection dropped before its handshake: the log line at most
+// once per reason every dropLogWindow, so that a flood does not flood stderr.
+func (a *admission) dropped(why string) {
+	a.g.cfg.Metrics.Handshake(HandshakeBusy)
+	if a.g.dropLog.allow(why, time.Now()) {
+		total, fromSrc := a.g.startups.counts(a.src)
+		a.g.log.Warn("edge connection dropped before its handshake (logged once per reason every "+dropLogWindow.String()+")",
+			"why", why, "remote_addr", a.nc.RemoteAddr().String(), "unauthenticated", total, "from_source", fromSrc)
+	}
+}
+
+// maxVersionRead bounds what awaitVersion reads while looking for the end of the peer's
+// version line (which SSH bounds to 255 bytes).
+const maxVersionRead = 512
+
+// awaitVersion sends the gateway's SSH version line, as an SSH server does at once, then
+// waits, until KexTimeout after the accept, for the end of the first line the peer sends
+// (its version line). What it read is handed to the handshake, and the library's own write
+// of the version line is left out (duringHandshake). A peer that sends nothing is closed
+// then, without ever having held a handshake slot (counted as HandshakeTimeout); a stopping
+// gateway ends the wait.
+func (a *admission) awaitVersion(ctx context.Context) bool {
+	a.nc.SetDeadline(a.accepted.Add(a.g.cfg.KexTimeout))
+	stop := context.AfterFunc(ctx, func() { a.nc.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := a.nc.Write(a.g.versionLine()); err != nil {
+		a.g.cfg.Metrics.Handshake(HandshakeProtocol)
+		return false
+	}
+	buf := make([]byte, 0, maxVersionRead)
+	for !bytes.ContainsRune(buf, '\n') && len(buf) < maxVersionRead {
+		n, err := a.nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil:
+			case errors.As(err, &ne) && ne.Timeout():
+				a.g.cfg.Metrics.Handshake(HandshakeTimeout)
+				a.g.log.Debug("edge connection closed: no SSH version line in time", "remote_addr", a.nc.RemoteAddr().String(),
+					"timeout", a.g.cfg.KexTimeout)
+			default:
+				a.g.cfg.Metrics.Handshake(HandshakeProtocol)
+			}
+			return false
+		}
+	}
+	a.version = buf
+	a.nc.SetDeadline(time.Time{})
+	return true
+}
 
 // waitSlot takes a handshake slot, waiting at most Config.AdmissionWait. It reports false,
 // counting the connection as HandshakeBusy, when none came free in time or ctx ended.
@@ -63,9 +141,7 @@ func (a *admission) waitSlot(ctx context.Context) bool {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	a.g.log.Warn("edge connection dropped: too many SSH handshakes at once", "max", a.g.cfg.MaxHandshakes,
-		"remote_addr", a.nc.RemoteAddr().String())
-	a.g.cfg.Metrics.Handshake(HandshakeBusy)
+	a.dropped(fmt.Sprintf("no handshake slot free within %s (MaxHandshakes %d)", a.g.cfg.AdmissionWait, a.g.cfg.MaxHandshakes))
 	return false
 }
 
@@ -79,19 +155,39 @@ func (a *admission) afterSlot() bool {
 	return true
 }
 
-// duringHandshake returns the connection for the SSH handshake to read from (handshakeConn).
+// duringHandshake sets the handshake's deadline (KexTimeout for the key exchange, see
+// kexDone) and returns the connection for the SSH handshake to read from (handshakeConn),
+// which first hands over what awaitVersion read.
 func (a *admission) duringHandshake() net.Conn {
-	a.hc = &handshakeConn{Conn: a.nc, penalties: a.g.penalties}
+	now := time.Now()
+	a.authBy = now.Add(a.g.cfg.HandshakeTimeout)
+	a.nc.SetDeadline(now.Add(min(a.g.cfg.KexTimeout, a.g.cfg.HandshakeTimeout)))
+	a.hc = &handshakeConn{Conn: a.nc, penalties: a.g.penalties, pre: a.version, sent: a.g.versionLine()}
 	return a.hc
 }
 
+// kexDone is called at the peer's first authentication request, once the key exchange is
+// done: authentication has until HandshakeTimeout after the slot was taken.
+func (a *admission) kexDone() { a.nc.SetDeadline(a.authBy) }
+
 // endHandshake ends the handshake phase: reads are no longer refused (an established tunnel
-// is never cut by a source penalty) and the handshake slot is given back.
+// is never cut by a source penalty), the handshake slot is given back and the connection is
+// no longer counted as unauthenticated.
 func (a *admission) endHandshake() {
 	if a.hc != nil {
 		a.hc.done.Store(true)
 	}
+	a.release()
+}
+
+// release gives back what the connection holds: its handshake slot and its place in the
+// startup gate. It may be called more than once.
+func (a *admission) release() {
 	a.releaseSlot()
+	if a.startup {
+		a.startup = false
+		a.g.startups.leave(a.src)
+	}
 }
 
 func (a *admission) releaseSlot() {
@@ -169,17 +265,14 @@ func (a *admission) refusePenalized(c *sshConn, left time.Duration, log *slog.Lo
 	log.Debug("edge refused: penalized", "left", left)
 }
 
-// authFailure judges an unknown key offered during authentication: counted for the handshake
-// metric, logged and audited once per key and source address a minute.
+// authFailure judges an unknown key whose signature verified: counted for the handshake
+// metric, logged and audited as the refusal log lets it (the first of each source per
+// interval, the rest summed up).
 func (a *admission) authFailure(fp string) {
 	a.unknownKey.Store(true)
-	addr := a.nc.RemoteAddr().String()
-	if !a.g.authFails.allow(fp+" "+hostOf(addr), time.Now()) {
-		return
-	}
-	a.g.log.Warn("edge refused: unknown key", "fingerprint", fp, "remote_addr", addr)
-	a.g.cfg.Audit.Write(audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: addr,
-		Outcome: "refused", Error: "key not in authorized_keys"})
+	addr := a.nc.RemoteAddr()
+	a.g.refuseUnauthenticated(addr, audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: addr.String(),
+		Outcome: "refused", Error: "key not in authorized_keys"}, "edge refused: unknown key")
 }
 
 // judgeHandshake counts a failed SSH handshake by its reason.
@@ -283,13 +376,42 @@ var errSourcePenalized = errors.New("source address penalized during the handsha
 type handshakeConn struct {
 	net.Conn
 	penalties *penaltyBox
+	pre       []byte // read before the handshake (admission.awaitVersion), to be read first
+	sent      []byte // the version line awaitVersion sent, which the library's first write repeats
 	done      atomic.Bool
 	penalized atomic.Bool // a read was refused
+}
+
+// errVersionWrite ends a handshake whose first write is not the version line already sent.
+var errVersionWrite = errors.New("ssh handshake: the first write is not the version line already sent")
+
+// Write writes to the connection, leaving out the library's write of the version line (sent
+// already by awaitVersion). Should the library ever write it otherwise, the handshake fails
+// rather than send it twice.
+func (c *handshakeConn) Write(p []byte) (int, error) {
+	if c.sent == nil {
+		return c.Conn.Write(p)
+	}
+	if !bytes.HasPrefix(p, c.sent) {
+		return 0, errVersionWrite
+	}
+	k := len(c.sent)
+	c.sent = nil
+	if k == len(p) {
+		return k, nil
+	}
+	n, err := c.Conn.Write(p[k:])
+	return k + n, err
 }
 
 // Read reads from the connection, refusing what it read while the peer's address is
 // penalized and the handshake is not done.
 func (c *handshakeConn) Read(p []byte) (int, error) {
+	if len(c.pre) > 0 { // the library reads from one goroutine at a time
+		n := copy(p, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.done.Load() && c.penalties.sourceLeft(c.RemoteAddr(), time.Now()) > 0 {
 		c.penalized.Store(true)

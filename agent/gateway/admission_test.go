@@ -432,13 +432,15 @@ func (s session) String() string {
 	return s.lasted.String()
 }
 
-// TestAdmissionAuthFailure: an unknown key is counted as such and audited once per key and
-// source address a minute.
+// TestAdmissionAuthFailure: an unknown key is counted as such each time, and audited once
+// per source address an interval (IPv6 by /64), the rest summed up when the interval ends.
 func TestAdmissionAuthFailure(t *testing.T) {
 	f, rec := newIdleGateway(t, nil)
 	attempts := []struct{ ip, fp string }{
-		{"192.0.2.7", "SHA256:a"}, {"192.0.2.7", "SHA256:a"}, // the same key and address: once
-		{"192.0.2.8", "SHA256:a"}, {"192.0.2.7", "SHA256:b"},
+		{"192.0.2.7", "SHA256:a"}, {"192.0.2.7", "SHA256:a"}, {"192.0.2.7", "SHA256:b"}, // one source: once
+		{"192.0.2.8", "SHA256:a"},
+		{"2001:db8:1:2::1", "SHA256:c"}, {"2001:db8:1:2::2", "SHA256:d"}, // one /64: once
+		{"2001:db8:1:3::1", "SHA256:e"},
 	}
 	for _, at := range attempts {
 		nc, _ := pipeFrom(t, at.ip)
@@ -446,11 +448,22 @@ func TestAdmissionAuthFailure(t *testing.T) {
 		a.authFailure(at.fp)
 		a.judgeHandshake(errors.New("no auth passed yet"))
 	}
-	if n := countEvents(t, f, "auth_failure"); n != 3 {
-		t.Fatalf("%d auth_failure audit lines, want 3", n)
+	if n := countEvents(t, f, "auth_failure"); n != 4 {
+		t.Fatalf("%d auth_failure audit lines, want 4", n)
 	}
 	if n := rec.handshake(HandshakeUnknownKey); n != len(attempts) {
 		t.Fatalf("%d handshakes counted as unknown_key, want %d", n, len(attempts))
+	}
+	f.g.writeRefusalSummary(f.g.refusals.flush(time.Now(), true))
+	var sums []audit.Event
+	for _, e := range f.auditLines(t) {
+		if e.Event == "auth_failure_summary" {
+			sums = append(sums, e)
+		}
+	}
+	if len(sums) != 1 || !strings.HasPrefix(sums[0].Error, "3 refused authentication attempts") ||
+		!strings.Contains(sums[0].Error, "192.0.2.7/32: 2") || !strings.Contains(sums[0].Error, "2001:db8:1:2::/64: 1") {
+		t.Fatalf("summary lines %+v", sums)
 	}
 }
 
@@ -469,6 +482,9 @@ func TestEventKindsDedupSeparately(t *testing.T) {
 		{"a refusal survives a flood of auth failures", "edge_refused",
 			func(a *admission) { a.refused(liar, "bad hello") },
 			func(a *admission, i int) { a.authFailure(fmt.Sprintf("SHA256:flood-%d", i)) }},
+		{"a penalty survives a flood of auth failures", "edge_penalized",
+			func(a *admission) { a.offend(liar, offenceViolation, a.g.log) },
+			func(a *admission, i int) { a.authFailure(fmt.Sprintf("SHA256:flood-%d", i)) }},
 		{"a penalty survives a flood of refusals", "edge_penalized",
 			func(a *admission) { a.offend(liar, offenceViolation, a.g.log) },
 			func(a *admission, i int) { a.refused(fmt.Sprintf("SHA256:flood-%d", i), "bad hello") }},
@@ -482,7 +498,6 @@ func TestEventKindsDedupSeparately(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f, _ := newIdleGateway(t, nil)
-			f.g.authFails = newFailLimiterSize(time.Minute, size)
 			f.g.penalties.refusedEvents = newFailLimiterSize(time.Minute, size)
 			f.g.penalties.penalizedEvents = newFailLimiterSize(time.Minute, size)
 			nc, _ := pipeFrom(t, "192.0.2.7")

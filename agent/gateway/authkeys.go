@@ -254,6 +254,56 @@ func (s *keyStore) register(line, name string, labels map[string]string) (KeyAdd
 	return res, nil
 }
 
+// bindNames binds each name of want (fingerprint → name) to its key in the file, in one
+// rewrite: name="…" is added to the key's line, its other options, key and comment kept, so
+// that the name sticks to the key that first used it (SPEC §5). It returns the fingerprints
+// it bound. A key is skipped when it is gone or already has a name option (bound, or an
+// invalid or conflicting one the operator must fix), or when its name is bound to another key
+// meanwhile (or wanted by two keys at once: the first in the file wins).
+func (s *keyStore) bindNames(want map[string]string) ([]string, error) {
+	var bound []string
+	err := s.modify(func(data []byte, set *keySet) ([]byte, error) {
+		bound = bound[:0]
+		taken := map[string]bool{}
+		lines := bytes.SplitAfter(data, []byte("\n"))
+		for i, line := range lines {
+			pub, _, opts, _, err := ssh.ParseAuthorizedKey(line)
+			if err != nil {
+				continue
+			}
+			fp := keys.Fingerprint(pub)
+			name, ok := want[fp]
+			k := set.byFP[fp]
+			if !ok || !protocol.ValidName(name) || k == nil || k.name != "" || set.byName[name] != "" || taken[name] ||
+				slices.ContainsFunc(opts, isNameOption) {
+				continue
+			}
+			line = bytes.TrimLeft(line, " \t")
+			sep := " "
+			if len(opts) > 0 {
+				sep = ","
+			}
+			lines[i] = append([]byte(`name="`+name+`"`+sep), line...)
+			taken[name] = true
+			bound = append(bound, fp)
+		}
+		if len(bound) == 0 {
+			return nil, nil
+		}
+		return bytes.Join(lines, nil), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return bound, nil
+}
+
+// isNameOption reports whether an authorized_keys option is our name="…".
+func isNameOption(o string) bool {
+	k, _, ok := strings.Cut(o, "=")
+	return ok && strings.EqualFold(strings.TrimSpace(k), "name")
+}
+
 // modify runs one read-modify-write of the file under both the in-process mutex and an flock
 // on a lock file beside it, so the gateway and the admin CLI never lose each other's lines.
 // change returns the new content, or nil to leave the file as it is. The new set is swapped

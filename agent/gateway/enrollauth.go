@@ -37,11 +37,11 @@ func (g *Gateway) enrollCallback(key ssh.PublicKey) func(ssh.ConnMetadata, ssh.K
 	}
 }
 
-// enrollRefused logs and audits a refused enrolment; the peer learns only that it failed.
+// enrollRefused logs and audits a refused enrolment as the refusal log lets it (any peer
+// with a key of its own can send wrong secrets); the peer learns only that it failed.
 func (g *Gateway) enrollRefused(meta ssh.ConnMetadata, fp, reason string) (*ssh.Permissions, error) {
-	g.log.Warn("edge enrolment refused", "fingerprint", fp, "remote_addr", meta.RemoteAddr().String(), "reason", reason)
-	g.cfg.Audit.Write(audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: meta.RemoteAddr().String(),
-		Outcome: "refused", Error: "enrolment: " + reason})
+	g.refuseUnauthenticated(meta.RemoteAddr(), audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: meta.RemoteAddr().String(),
+		Outcome: "refused", Error: "enrolment: " + reason}, "edge enrolment refused")
 	return nil, errors.New("enrolment refused")
 }
 

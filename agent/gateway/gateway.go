@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,12 @@ const (
 	defaultAdmissionWait     = 10 * time.Second
 	defaultMaxQueue          = 64
 	defaultKeepaliveInterval = 15 * time.Second
+	// defaultKexTimeout bounds the version line and the key exchange: a few round trips
+	// even on a slow link, and well under HandshakeTimeout.
+	defaultKexTimeout = 5 * time.Second
+	// dropLogWindow: a connection dropped before its handshake is logged at most once per
+	// reason in it.
+	dropLogWindow = 10 * time.Second
 )
 
 // Config is what the gateway's SSH side needs. Zero values get the defaults noted.
@@ -47,12 +54,28 @@ type Config struct {
 	MaxHandshakes       int           // concurrent SSH handshakes, default 64
 	HandshakeTimeout    time.Duration // default 10s, also bounds opening the tunnel channel
 	AdmissionWait       time.Duration // how long a connection waits for a handshake slot, default 10s
-	MaxQueue            int           // per-edge calls waiting beyond its max_concurrent, default 64
-	StateDir            string        // pending keys and enrolment secrets; "" disables both
-	Audit               *audit.Logger // nil discards
-	Log                 *slog.Logger  // nil discards
-	Metrics             Metrics       // nil records nothing
-	InventoryInterval   time.Duration // how often each edge's inventory is pulled; 0 = 2m, <0 = only at connect
+	// KexTimeout bounds the unauthenticated start of a connection: the peer's version line
+	// must arrive within it of the accept (before the connection may wait for a handshake
+	// slot), and the key exchange must end within it of taking the slot. Default 5s; at most
+	// HandshakeTimeout.
+	KexTimeout time.Duration
+	// PerSourceMaxStartups bounds the unauthenticated connections at once from one source:
+	// an IPv4 address, or an IPv6 /64 (OpenSSH's PerSourceMaxStartups and
+	// PerSourceNetBlockSize 32:64). More are dropped at accept (and retry with their
+	// backoff). Default MaxHandshakes/2, so that no one source can take every handshake
+	// slot; a site with many edges behind one NAT address reconnects in a few rounds.
+	PerSourceMaxStartups int
+	// MaxStartups is the early random drop of unauthenticated connections (OpenSSH's
+	// MaxStartups start:rate:full). Zero: 4096:30:16384.
+	MaxStartups       StartupLimits
+	MaxQueue          int           // per-edge calls waiting beyond its max_concurrent, default 64
+	StateDir          string        // pending keys and enrolment secrets; "" disables both
+	Audit             *audit.Logger // nil discards
+	Log               *slog.Logger  // nil discards
+	Metrics           Metrics       // nil records nothing
+	InventoryInterval time.Duration // how often each edge's inventory is pulled; 0 = 2m, <0 = only at connect
+
+	refusalInterval time.Duration // of the refusal log's counts; 0 = a minute (tests shorten it)
 }
 
 // Gateway is the SSH server edges dial into, and the client of their RPCs. Create it with
@@ -64,9 +87,12 @@ type Gateway struct {
 	reg         *registry
 	yamuxConfig *yamux.Config // shared by every tunnel (copied to set the backlog)
 	handshakes  chan struct{} // admission semaphore
+	startups    *startupGate  // unauthenticated connections, in all and per source
+	dropLog     *failLimiter  // connections dropped before their handshake, logged once per reason a while
 	connects    connectRate   // handshakes started per second, to recognise a storm
-	authFails   *failLimiter
+	refusals    *refusalLog   // unauthenticated refusals, counted per source for the audit log
 	penalties   *penaltyBox
+	binder      *nameBinder  // binds requested names to keys on first connect
 	pendingKey  *failLimiter // how often one pending key is rewritten
 	pendingNew  *rateWindow  // new pending keys per minute
 	hostFP      string
@@ -112,6 +138,19 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = defaultHandshakeTimeout
 	}
+	if cfg.KexTimeout <= 0 {
+		cfg.KexTimeout = defaultKexTimeout
+	}
+	cfg.KexTimeout = min(cfg.KexTimeout, cfg.HandshakeTimeout)
+	if cfg.PerSourceMaxStartups <= 0 {
+		cfg.PerSourceMaxStartups = max(cfg.MaxHandshakes/2, 1)
+	}
+	if cfg.MaxStartups == (StartupLimits{}) {
+		cfg.MaxStartups = StartupLimits{Start: defaultStartupsStart, Rate: defaultStartupsRate, Full: defaultStartupsFull}
+	}
+	if l := cfg.MaxStartups; l.Start <= 0 || l.Full < l.Start || l.Rate < 0 || l.Rate > 100 {
+		return nil, fmt.Errorf("gateway: MaxStartups %d:%d:%d: want 0 < start <= full and 0 <= rate <= 100", l.Start, l.Rate, l.Full)
+	}
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = defaultMaxQueue
 	}
@@ -123,7 +162,9 @@ func New(cfg Config) (*Gateway, error) {
 		log:        cfg.Log.With("component", "ssh"),
 		reg:        newRegistry(),
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
-		authFails:  newFailLimiter(time.Minute),
+		startups:   newStartupGate(cfg.PerSourceMaxStartups, cfg.MaxStartups),
+		dropLog:    newFailLimiter(dropLogWindow),
+		refusals:   newRefusalLog(cmp.Or(cfg.refusalInterval, defaultRefusalInterval)),
 		penalties:  newPenaltyBox(),
 		pendingKey: newFailLimiter(pendingRefresh),
 		pendingNew: &rateWindow{max: maxNewPendingMin},
@@ -140,6 +181,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.keys = ks
+	g.binder = newNameBinder(g)
 	g.yamuxConfig = protocol.YamuxConfig(cfg.Log)
 	return g, nil
 }
@@ -205,6 +247,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g.wg.Go(func() { g.keys.watch(ctx) })
+	g.wg.Go(func() { g.binder.run(ctx) })
+	g.wg.Go(func() { g.flushRefusals(ctx.Done()) })
 	g.wg.Go(func() {
 		select {
 		case <-ctx.Done():

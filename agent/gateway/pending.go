@@ -60,8 +60,10 @@ func (g *Gateway) recordPending(p PendingEdge) {
 				return true, nil
 			}
 		}
-		if !g.pendingNew.take(now) {
-			g.log.Warn("pending keys: too many new unknown keys this minute, not recorded", "fingerprint", p.Fingerprint)
+		if ok, first := g.pendingNew.take(now); !ok {
+			if first { // once a minute: the flood itself must not flood stderr
+				g.log.Warn("pending keys: too many new unknown keys this minute, the rest of them not recorded", "fingerprint", p.Fingerprint)
+			}
 			return false, nil
 		}
 		p.FirstAttempt, p.LastAttempt, p.Attempts = now.UTC(), now.UTC(), 1
@@ -79,23 +81,28 @@ func (g *Gateway) recordPending(p PendingEdge) {
 
 // rateWindow counts events per minute slot, allowing at most max in one.
 type rateWindow struct {
-	mu    sync.Mutex
-	slot  int64
-	count int
-	max   int
+	mu      sync.Mutex
+	slot    int64
+	count   int
+	max     int
+	refused bool // an event was refused in this slot
 }
 
-func (w *rateWindow) take(now time.Time) bool {
+// take reports whether one more event fits the current slot, and, when it does not,
+// whether it is the slot's first refusal (worth a log line).
+func (w *rateWindow) take(now time.Time) (ok, firstRefusal bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if s := now.Unix() / 60; s != w.slot {
-		w.slot, w.count = s, 0
+		w.slot, w.count, w.refused = s, 0, false
 	}
 	if w.count >= w.max {
-		return false
+		first := !w.refused
+		w.refused = true
+		return false, first
 	}
 	w.count++
-	return true
+	return true, false
 }
 
 // ListPending returns the pending keys of STATE_DIR, oldest first (admin CLI: keys pending).

@@ -29,17 +29,28 @@ var errTooManyFiles = syscall.EMFILE
 // connection's state.
 func (g *Gateway) newServerConfig(st *connAuth) *ssh.ServerConfig {
 	c := &ssh.ServerConfig{
-		ServerVersion: "SSH-2.0-mcp-ssh-gateway_" + bannerVersion(g.cfg.Version),
+		ServerVersion: g.serverVersion(),
 		MaxAuthTries:  3,
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			return g.checkKey(st, key)
 		},
 		AuthLogCallback: func(meta ssh.ConnMetadata, method string, err error) { g.authLog(meta, st, method, err) },
+		// Called at the first authentication request: the key exchange is done.
+		BannerCallback: func(ssh.ConnMetadata) string { st.adm.kexDone(); return "" },
 	}
 	c.Config = serverAlgorithms()
 	c.AddHostKey(g.cfg.HostKey)
 	return c
 }
+
+// serverVersion is the gateway's SSH identification string.
+func (g *Gateway) serverVersion() string {
+	return "SSH-2.0-mcp-ssh-gateway_" + bannerVersion(g.cfg.Version)
+}
+
+// versionLine is the identification line the gateway sends (admission.awaitVersion) and
+// x/crypto/ssh writes again at the start of its handshake (left out by handshakeConn.Write).
+func (g *Gateway) versionLine() []byte { return []byte(g.serverVersion() + "\r\n") }
 
 // serverAlgorithms is what the gateway's SSH server negotiates: the key exchanges an edge (and
 // a current OpenSSH) uses, and authenticated ciphers (which need no MAC). A key exchange runs
@@ -75,11 +86,11 @@ func bannerVersion(v string) string {
 func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	a := g.newAdmission(nc)
-	if !a.accept() || !a.waitSlot(ctx) || !a.afterSlot() {
+	defer a.release()
+	if !a.accept() || !a.awaitVersion(ctx) || !a.waitSlot(ctx) || !a.afterSlot() {
 		return
 	}
 	g.connects.add(time.Now())
-	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	st := &connAuth{adm: a}
 	sc, chans, reqs, err := ssh.NewServerConn(a.duringHandshake(), g.newServerConfig(st))
 	a.endHandshake()
@@ -274,6 +285,9 @@ func (g *Gateway) register(c *sshConn, key *authKey, t tunnelOpen, log *slog.Log
 		return nil, log
 	}
 	name := g.reg.nameOf(e)
+	if key.name == "" && name == strings.ToLower(strings.TrimSpace(t.hello.Name)) {
+		g.binder.add(key.fp, name)
+	}
 	log = log.With("edge", name)
 	log.Info("edge connected", "edge_version", t.hello.Version, "os", t.hello.OS, "arch", t.hello.Arch,
 		"max_concurrent", t.hello.MaxConcurrent)

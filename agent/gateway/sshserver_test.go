@@ -341,22 +341,14 @@ func TestPenalizedSourceRefusedAtAccept(t *testing.T) {
 // penalized address is closed at once instead of waiting up to AdmissionWait for a slot.
 func TestPenalizedSourceNotQueued(t *testing.T) {
 	const wait = 5 * time.Second
-	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait = 2, wait })
+	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait, c.PerSourceMaxStartups = 2, wait, 10 })
 	penalized := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
 	for i := range sourceKeys {
 		f.g.penalties.offend("key"+strconv.Itoa(i), penalized, offenceViolation, time.Now())
 	}
 	other := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-	for range 2 { // another address takes both slots: each connection has the gateway's banner
-		hold, err := other.Dial("tcp", f.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hold.Close()
-		hold.SetDeadline(time.Now().Add(5 * time.Second))
-		if banner, err := bufio.NewReader(hold).ReadString('\n'); err != nil {
-			t.Fatalf("no banner for a connection from 127.0.0.2: %q, %v", banner, err)
-		}
+	for range 2 { // another address takes both slots: each connection is in its key exchange
+		dialForKex(t, other, f.addr)
 	}
 	start := time.Now()
 	nc, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
@@ -374,17 +366,25 @@ func TestPenalizedSourceNotQueued(t *testing.T) {
 }
 
 // TestSourcePenalizedWhileQueued: a connection that waits for a handshake slot while its
-// source address draws a penalty is closed once it has the slot, before the gateway's banner,
-// and gives the slot back.
+// source address draws a penalty is closed once it has the slot, before the key exchange, and
+// gives the slot back.
 func TestSourcePenalizedWhileQueued(t *testing.T) {
 	f := startGateway(t, "", func(c *Config) { c.MaxHandshakes, c.AdmissionWait = 1, 5*time.Second })
 	other := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
-	hold := dialForBanner(t, other, f.addr) // takes the only slot
+	hold := dialForKex(t, other, f.addr) // takes the only slot
 	queued, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer queued.Close()
+	queued.SetDeadline(time.Now().Add(5 * time.Second))
+	qr := bufio.NewReader(queued)
+	if _, err := qr.ReadString('\n'); err != nil {
+		t.Fatalf("no banner: %v", err)
+	}
+	if _, err := queued.Write([]byte("SSH-2.0-queued\r\n")); err != nil {
+		t.Fatal(err)
+	}
 	time.Sleep(300 * time.Millisecond) // accepted from a clean address, it waits for the slot
 	for i := range sourceKeys {
 		f.g.penalties.offend("key"+strconv.Itoa(i), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, offenceViolation, time.Now())
@@ -392,18 +392,19 @@ func TestSourcePenalizedWhileQueued(t *testing.T) {
 	hold.Close()
 	queued.SetDeadline(time.Now().Add(4 * time.Second))
 	var ne net.Error
-	if n, err := queued.Read(make([]byte, 64)); err == nil || n > 0 || errors.As(err, &ne) && ne.Timeout() {
-		t.Fatalf("a connection whose address was penalized while it waited for a handshake slot got %d bytes (err %v), want it closed before the banner", n, err)
+	if n, err := qr.Read(make([]byte, 64)); err == nil || n > 0 || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a connection whose address was penalized while it waited for a handshake slot got %d bytes (err %v), want it closed before the key exchange", n, err)
 	}
 	start := time.Now()
-	dialForBanner(t, other, f.addr).Close()
+	dialForKex(t, other, f.addr).Close()
 	if took := time.Since(start); took > 2*time.Second {
 		t.Fatalf("the next connection waited %v for the slot: the refused one kept it", took)
 	}
 }
 
-// dialForBanner connects with d and reads the gateway's SSH banner.
-func dialForBanner(t *testing.T, d net.Dialer, addr string) net.Conn {
+// dialForKex connects with d, reads the gateway's SSH banner, sends its own and reads the
+// start of the gateway's key exchange: the connection then holds a handshake slot.
+func dialForKex(t *testing.T, d net.Dialer, addr string) net.Conn {
 	t.Helper()
 	nc, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -411,8 +412,15 @@ func dialForBanner(t *testing.T, d net.Dialer, addr string) net.Conn {
 	}
 	t.Cleanup(func() { nc.Close() })
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if banner, err := bufio.NewReader(nc).ReadString('\n'); err != nil {
+	br := bufio.NewReader(nc)
+	if banner, err := br.ReadString('\n'); err != nil {
 		t.Fatalf("no banner from the gateway: %q, %v", banner, err)
+	}
+	if _, err := nc.Write([]byte("SSH-2.0-test\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := br.ReadByte(); err != nil {
+		t.Fatalf("no key exchange from the gateway: %v", err)
 	}
 	return nc
 }
@@ -455,28 +463,27 @@ func TestHandshakeAdmissionLimit(t *testing.T) {
 	key := newSigner(t)
 	f := startGateway(t, authLine(key, ""), func(c *Config) {
 		c.MaxHandshakes = 1
+		c.PerSourceMaxStartups = 10
 		c.HandshakeTimeout = 4 * time.Second
 		c.AdmissionWait = time.Second
 	})
-	// A silent client holds the only handshake slot: it gets the banner, then nothing.
-	slow, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slow.Close()
-	slow.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if _, err := slow.Read(make([]byte, 64)); err != nil {
-		t.Fatalf("first connection got no banner: %v", err)
-	}
-	// The next one waits briefly, then is closed without a banner.
+	// A client that sent its version line and then nothing holds the only handshake slot.
+	slow := dialForKex(t, net.Dialer{}, f.addr)
+	// The next one sends its version line, waits briefly, then is closed before the key
+	// exchange.
 	next, err := net.Dial("tcp", f.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer next.Close()
+	next.SetDeadline(time.Now().Add(3 * time.Second))
+	nr := bufio.NewReader(next)
+	if _, err := nr.ReadString('\n'); err != nil {
+		t.Fatalf("second connection got no banner: %v", err)
+	}
 	start := time.Now()
-	next.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if n, err := next.Read(make([]byte, 64)); err == nil || n != 0 {
+	next.Write([]byte("SSH-2.0-next\r\n"))
+	if n, err := nr.Read(make([]byte, 64)); err == nil || n != 0 {
 		t.Fatalf("second connection read %d bytes, err %v; want closed", n, err)
 	}
 	if d := time.Since(start); d > 2500*time.Millisecond {

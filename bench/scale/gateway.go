@@ -65,6 +65,8 @@ func (d *GatewayDir) Env(port int, extra ...string) []string {
 		"HOST_KEY_FILE=" + d.HostKeyFile,
 		"AUTHORIZED_KEYS_FILE=" + d.AuthorizedKeys,
 		"STATE_DIR=" + d.StateDir,
+		// Every simulated edge dials from 127.0.0.1: one "NAT address" for the whole fleet.
+		"SSH_PER_SOURCE_MAX_STARTUPS=16384",
 		"MCP_TRANSPORT=stdio",
 		"LOG_LEVEL=warn",
 		"LOG_FORMAT=json",
