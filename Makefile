@@ -3,6 +3,7 @@
 #   make demo   build, then start a throw-away gateway and edge on loopback and call the tools
 #   make test   the whole test suite (what .ci/run runs)
 #   make package        static binaries (linux amd64/arm64/armv7/armv6) and edge deb/rpm in dist/
+#   make package-tools  only fetch and build the pinned goreleaser (then `make package` runs offline)
 #   make package-test   install/upgrade/remove/purge the edge deb here (root), check the rpm
 #   make image          the gateway container image (podman, else docker), offline
 #   make image-test     check the image's config and run its binary from the mounted image
@@ -16,8 +17,16 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME     ?= 60s
 FUZZ_TARGETS := ./shared/protocol/:FuzzDecode ./shared/protocol/:FuzzParseEnrollment ./agent/gateway/:FuzzAuthorizedKeys
 
-# Packaging (goreleaser v2 with nfpm; podman or docker for the image).
-GORELEASER   ?= goreleaser
+# Packaging (goreleaser v2 with nfpm; podman or docker for the image). goreleaser is pinned:
+# the one on PATH if it is this version, else `go run` builds this version (downloaded from the
+# module proxy once, then cached by Go), so `make package` needs only Go. GORELEASER=… overrides.
+# `go run mod@version` asks the proxy for the module's latest version (deprecations, retractions)
+# on every run: Go's module cache, read as a proxy, answers first, so that a run is offline once
+# the cache holds goreleaser; the configured GOPROXY answers what the cache does not hold.
+GORELEASER_VERSION := v2.15.1
+GORELEASER_RUN = GOPROXY='file://$(shell $(GO) env GOMODCACHE)/cache/download|$(shell $(GO) env GOPROXY)' \
+	$(GO) run github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+GORELEASER   ?= $(if $(shell goreleaser --version 2>/dev/null | grep -Eq '^GitVersion: +v?$(subst .,\.,$(GORELEASER_VERSION:v%=%))$$' && echo y),goreleaser,$(GORELEASER_RUN))
 # deb/rpm versions must start with a digit; a timestamp makes every rebuild an upgrade.
 PKG_VERSION  ?= 0.0.0-dev.$(shell date -u +%Y%m%d%H%M%S)
 CONTAINER    ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
@@ -25,7 +34,7 @@ IMAGE        ?= localhost/mcp-ssh-gateway:dev
 IMAGE_BINARY ?= $(BIN_DIR)/mcp-ssh-gateway
 IMAGE_CTX    := $(BIN_DIR)/image-context
 
-.PHONY: all build demo test lint fuzz clean bench bench-scale package package-test image image-test
+.PHONY: all build demo test lint fuzz clean bench bench-scale package package-tools package-test image image-test
 
 all: build
 
@@ -61,6 +70,9 @@ package:
 	PKG_VERSION=$(PKG_VERSION) $(GORELEASER) release --snapshot --clean --skip=docker,publish,sign,sbom -f goreleaser.yaml
 	@echo "edge binary sizes (static, stripped; SPEC budget 8 MiB on amd64):"
 	@for f in dist/edge_linux_*/mcp-ssh-edge; do printf '  %-40s %s bytes\n' "$$f" "$$(stat -c %s $$f)"; done
+
+package-tools:
+	$(GORELEASER) --version
 
 package-test:
 	@ls dist/mcp-ssh-edge_*.deb >/dev/null 2>&1 || $(MAKE) package

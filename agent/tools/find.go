@@ -3,9 +3,11 @@ package tools
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -18,6 +20,19 @@ const (
 	findDefaultLimit = 10
 	findMaxLimit     = 1000
 	maxHasTools      = 16
+)
+
+// Waiting for inventories that are on their way. The gateway pulls an edge's first inventory
+// under a second after it connects (put off by at most a minute in a connect storm, and bounded
+// by two minutes), so an edge connected within firstInventoryWithin and still without one is
+// pending: a filter that needs the inventory waits for it, up to findInventoryWait, looking
+// again every findInventoryPoll (the gateway signals no arrival). An edge connected for longer
+// is not waited for: its pull failed, and the next comes with the periodic refresh.
+const (
+	findInventoryWait    = 5 * time.Second
+	findInventoryPoll    = 100 * time.Millisecond
+	firstInventoryWithin = 3 * time.Minute
+	maxPendingNames      = 100 // names listed in inventory_pending
 )
 
 // FindEdgesInput is find_edges' arguments.
@@ -67,7 +82,8 @@ type FoundEdge struct {
 type FindEdgesOutput struct {
 	Edges            []FoundEdge `json:"edges" jsonschema:"matching edges, best first"`
 	Matched          int         `json:"matched" jsonschema:"how many edges matched before limit"`
-	WithoutInventory int         `json:"without_inventory" jsonschema:"connected edges left out because their inventory has not arrived yet (retry in a few seconds)"`
+	WithoutInventory int         `json:"without_inventory" jsonschema:"connected edges left out because the gateway has no inventory of them (those that just connected were waited for, up to 5 s)"`
+	InventoryPending []string    `json:"inventory_pending,omitempty" jsonschema:"only when the wait for just-connected edges ran out: those still without inventory (at most 100 names), which may match; call find_edges again in a few seconds"`
 }
 
 func findEdgesTool() mcp.Tool {
@@ -75,8 +91,9 @@ func findEdgesTool() mcp.Tool {
 		mcp.WithDescription("Choose edges for a task: filter the fleet by gateway-bound labels (selector), OS, architecture, tools, "+
 			"free memory and disk, load and GPU, and get the matches best first with the figures that matter. "+
 			"Reads the inventory the gateway keeps (refreshed every few minutes; collected_at tells its age), so it is cheap: "+
-			"use it instead of calling get_device_info on every edge. Then use get_device_info on the chosen edge for details, "+
-			"or get_status for connection details."),
+			"use it instead of calling get_device_info on every edge. Right after edges connect, a filter that needs the inventory "+
+			"waits up to 5 s for theirs (sending progress) and names in inventory_pending any that did not arrive. "+
+			"Then use get_device_info on the chosen edge for details, or get_status for connection details."),
 		hints("Find edges for a task", true, false, true, false),
 		mcp.WithInputSchema[FindEdgesInput](),
 		mcp.WithOutputSchema[FindEdgesOutput](),
@@ -106,26 +123,39 @@ var sortKeys = map[string]func(a, b *gateway.InventorySummary) int{
 	"name":            func(a, b *gateway.InventorySummary) int { return 0 },
 }
 
-func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in FindEdgesInput) *mcp.CallToolResult {
+// findQuery is a find_edges call's arguments, checked and parsed.
+type findQuery struct {
+	in             FindEdgesInput
+	sel            policy.Selector
+	less           func(a, b *gateway.InventorySummary) int
+	tools          []string
+	osWant         string
+	archWant       string
+	connectedOnly  bool
+	needsInventory bool // some filter reads the inventory
+}
+
+// parseFindQuery checks in and fills its defaults; the error is the one-line message.
+func parseFindQuery(in FindEdgesInput) (findQuery, error) {
 	sel, err := policy.ParseSelector(in.Selector)
 	if err != nil {
-		return errResult(err.Error())
+		return findQuery{}, err
 	}
 	if in.SortBy == "" {
 		in.SortBy = "load"
 	}
 	less, ok := sortKeys[in.SortBy]
 	if !ok {
-		return errResult(fmt.Sprintf("sort_by %q is not one of load, free_memory, free_disk, cpu_cores, pending_updates, name", oneLine(in.SortBy)))
+		return findQuery{}, fmt.Errorf("sort_by %q is not one of load, free_memory, free_disk, cpu_cores, pending_updates, name", oneLine(in.SortBy))
 	}
 	if in.Limit < 0 || in.Limit > findMaxLimit {
-		return errResult(fmt.Sprintf("limit must be between 1 and %d", findMaxLimit))
+		return findQuery{}, fmt.Errorf("limit must be between 1 and %d", findMaxLimit)
 	}
 	if in.Limit == 0 {
 		in.Limit = findDefaultLimit
 	}
 	if len(in.OS) > 64 || len(in.Arch) > 64 || len(in.HasTool) > 1024 {
-		return errResult("os, arch or has_tool is too long")
+		return findQuery{}, errors.New("os, arch or has_tool is too long")
 	}
 	var tools []string
 	for t := range strings.SplitSeq(in.HasTool, ",") {
@@ -134,29 +164,94 @@ func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in Find
 		}
 	}
 	if len(tools) > maxHasTools {
-		return errResult(fmt.Sprintf("has_tool names %d tools (max %d)", len(tools), maxHasTools))
+		return findQuery{}, fmt.Errorf("has_tool names %d tools (max %d)", len(tools), maxHasTools)
 	}
-	connectedOnly := in.ConnectedOnly == nil || *in.ConnectedOnly
-	needsInventory := in.OS != "" || in.Arch != "" || len(tools) > 0 || in.MinFreeMemory > 0 || in.MinFreeDisk > 0 ||
-		in.MaxLoad != nil || in.HasGPU
-	osWant, archWant := strings.ToLower(strings.TrimSpace(in.OS)), canonArch(in.Arch)
+	return findQuery{
+		in: in, sel: sel, less: less, tools: tools,
+		osWant: strings.ToLower(strings.TrimSpace(in.OS)), archWant: canonArch(in.Arch),
+		connectedOnly: in.ConnectedOnly == nil || *in.ConnectedOnly,
+		needsInventory: in.OS != "" || in.Arch != "" || len(tools) > 0 || in.MinFreeMemory > 0 || in.MinFreeDisk > 0 ||
+			in.MaxLoad != nil || in.HasGPU,
+	}, nil
+}
 
+func (h *handlers) findEdges(ctx context.Context, req mcp.CallToolRequest, in FindEdgesInput) *mcp.CallToolResult {
+	q, err := parseFindQuery(in)
+	if err != nil {
+		return errResult(err.Error())
+	}
+	sees := h.edgeFilter(ctx)
+	out, pending := h.searchEdges(q, sees, time.Now())
+	if len(pending) > 0 {
+		out, pending = h.awaitInventories(ctx, req, q, sees, pending)
+	}
+	if len(pending) > 0 {
+		out.InventoryPending = pending[:min(len(pending), maxPendingNames)]
+	}
+	return okResult(out)
+}
+
+// awaitInventories repeats the search every findInventoryPoll until no edge that might match
+// is pending, findInventoryWait passes or ctx ends, sending progress meanwhile when the request
+// asked for it. It returns the last search's result and the edges still pending.
+func (h *handlers) awaitInventories(ctx context.Context, req mcp.CallToolRequest, q findQuery, sees func(map[string]string) bool,
+	pending []string) (FindEdgesOutput, []string) {
+	var pr *progress
+	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
+		pr = startProgress(ctx, req.Params.Meta.ProgressToken, h.cfg.Log)
+		defer pr.stop()
+	}
+	report := func(n int) {
+		if pr != nil {
+			pr.add(fmt.Appendf(nil, "waiting up to %s for the first inventory of %d just-connected edge(s)\n", findInventoryWait, n))
+		}
+	}
+	report(len(pending))
+	deadline := time.NewTimer(findInventoryWait)
+	defer deadline.Stop()
+	poll := time.NewTicker(findInventoryPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done(): // the client gave up: nobody reads the answer
+			return FindEdgesOutput{Edges: []FoundEdge{}}, pending
+		case <-deadline.C:
+			return h.searchEdges(q, sees, time.Now())
+		case <-poll.C:
+		}
+		out, still := h.searchEdges(q, sees, time.Now())
+		if len(still) == 0 {
+			return out, nil
+		}
+		if len(still) != len(pending) {
+			report(len(still))
+		}
+		pending = still
+	}
+}
+
+// searchEdges answers q from the inventories the gateway holds now. It also returns the names
+// of the connected edges left out only because their first inventory is still on its way.
+func (h *handlers) searchEdges(q findQuery, sees func(map[string]string) bool, now time.Time) (FindEdgesOutput, []string) {
 	out := FindEdgesOutput{Edges: []FoundEdge{}}
 	var matched []gateway.EdgeInventory
-	sees := h.edgeFilter(ctx)
-	for _, e := range h.fleet.Inventories(connectedOnly) {
-		if !sel.Matches(e.Status.Labels) || !sees(e.Status.Labels) {
+	var pending []string
+	for _, e := range h.fleet.Inventories(q.connectedOnly) {
+		if !q.sel.Matches(e.Status.Labels) || !sees(e.Status.Labels) {
 			continue
 		}
 		s := e.Summary
 		if s == nil {
-			if needsInventory {
+			if q.needsInventory {
 				if e.Status.Connected {
 					out.WithoutInventory++
+					if since := e.Status.ConnectedSince; !since.IsZero() && now.Sub(since) < firstInventoryWithin {
+						pending = append(pending, e.Status.Name)
+					}
 				}
 				continue
 			}
-		} else if !summaryMatches(s, osWant, archWant, tools, in) {
+		} else if !summaryMatches(s, q.osWant, q.archWant, q.tools, q.in) {
 			continue
 		}
 		matched = append(matched, e)
@@ -175,17 +270,17 @@ func (h *handlers) findEdges(ctx context.Context, _ mcp.CallToolRequest, in Find
 			return 1
 		}
 		if a.Summary != nil {
-			if c := less(a.Summary, b.Summary); c != 0 {
+			if c := q.less(a.Summary, b.Summary); c != 0 {
 				return c
 			}
 		}
 		return strings.Compare(a.Status.Name, b.Status.Name)
 	})
 	out.Matched = len(matched)
-	for _, e := range matched[:min(len(matched), in.Limit)] {
-		out.Edges = append(out.Edges, foundEdge(e, tools))
+	for _, e := range matched[:min(len(matched), q.in.Limit)] {
+		out.Edges = append(out.Edges, foundEdge(e, q.tools))
 	}
-	return okResult(out)
+	return out, pending
 }
 
 // summaryMatches applies find_edges' inventory filters.

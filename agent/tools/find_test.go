@@ -18,13 +18,19 @@ import (
 // fakeInventory is the fake fleet's inventory: summaries by fingerprint and a change signal.
 type fakeInventory struct {
 	sums    map[string]*gateway.InventorySummary
+	arrives map[string]time.Time // a summary listed here is held back until then (its pull is under way)
 	changes chan struct{}
 }
 
 func (f *fakeFleet) Inventories(connectedOnly bool) []gateway.EdgeInventory {
 	var out []gateway.EdgeInventory
+	now := time.Now()
 	for _, e := range f.Edges(connectedOnly) {
-		out = append(out, gateway.EdgeInventory{Status: e, Summary: f.inv.sums[e.Fingerprint]})
+		s := f.inv.sums[e.Fingerprint]
+		if at, ok := f.inv.arrives[e.Fingerprint]; ok && now.Before(at) {
+			s = nil
+		}
+		out = append(out, gateway.EdgeInventory{Status: e, Summary: s})
 	}
 	return out
 }
@@ -203,5 +209,92 @@ func TestResources(t *testing.T) {
 	lr, err = h.c.ListResources(ctx, mcp.ListResourcesRequest{})
 	if err != nil || len(lr.Resources) != 4 {
 		t.Fatalf("after disconnect: %d resources, %v", len(lr.Resources), err)
+	}
+}
+
+// TestFindEdgesWaitsForFirstInventory: edges that just connected and whose first inventory is
+// on its way are waited for (up to 5 s, with progress) when a filter needs the inventory, so
+// that a model that just enrolled two edges is not told that none of them has git. Only when
+// the wait runs out does the result name the edges still without inventory.
+func TestFindEdgesWaitsForFirstInventory(t *testing.T) {
+	const soon, never = 300 * time.Millisecond, time.Hour
+	git := &gateway.InventorySummary{OS: "linux", Arch: "x86_64", LogicalCores: 2, Tools: []string{"git"}, ToolVersions: []string{"2.39"},
+		SecurityUpdates: -1, CollectedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	tests := []struct {
+		name        string
+		connectedAt time.Duration    // how long ago cam1 and cam2 connected
+		arriveIn    [2]time.Duration // when their first inventories arrive
+		args        map[string]any
+		want        []string
+		noInv       int
+		pending     []string
+		minWait     time.Duration
+		maxWait     time.Duration
+	}{
+		{"both arrive during the wait", 0, [2]time.Duration{soon, soon / 2}, map[string]any{"has_tool": "git"},
+			[]string{"cam1", "cam2"}, 0, nil, soon, 4 * time.Second},
+		{"one never arrives: the wait runs out and names it", 0, [2]time.Duration{soon, never}, map[string]any{"has_tool": "git"},
+			[]string{"cam1"}, 1, []string{"cam2"}, 5 * time.Second, 8 * time.Second},
+		{"connected long ago: its pull failed, no wait", 10 * time.Minute, [2]time.Duration{never, never}, map[string]any{"arch": "amd64"},
+			nil, 2, nil, 0, 2 * time.Second},
+		{"no inventory filter: no wait, listed without inventory", 0, [2]time.Duration{never, never}, map[string]any{"selector": "site=lab"},
+			[]string{"cam1", "cam2"}, 0, nil, 0, 2 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			now := time.Now()
+			f := &fakeFleet{
+				edges: []gateway.EdgeStatus{
+					{Name: "cam1", Fingerprint: "SHA256:cam1", Connected: true, ConnectedSince: now.Add(-tc.connectedAt), Labels: map[string]string{"site": "lab"}},
+					{Name: "cam2", Fingerprint: "SHA256:cam2", Connected: true, ConnectedSince: now.Add(-tc.connectedAt), Labels: map[string]string{"site": "lab"}},
+				},
+				inv: fakeInventory{sums: map[string]*gateway.InventorySummary{"SHA256:cam1": git, "SHA256:cam2": git}},
+			}
+			h := newHarness(t, f, baseConfig())
+			now = time.Now() // the inventories arrive counting from the call, whatever the harness took
+			f.inv.arrives = map[string]time.Time{"SHA256:cam1": now.Add(tc.arriveIn[0]), "SHA256:cam2": now.Add(tc.arriveIn[1])}
+			progress := make(chan string, 64)
+			h.c.OnNotification(func(n mcp.JSONRPCNotification) {
+				if n.Method == "notifications/progress" && n.Params.AdditionalFields["progressToken"] == "find" {
+					m, _ := n.Params.AdditionalFields["message"].(string)
+					select {
+					case progress <- m:
+					default:
+					}
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			res := h.callCtx(ctx, "find_edges", tc.args, &mcp.Meta{ProgressToken: "find"})
+			took := time.Since(now)
+			if res.IsError {
+				t.Fatalf("isError: %s", text(res))
+			}
+			var out tools.FindEdgesOutput
+			structured(t, res, &out)
+			var got []string
+			for _, e := range out.Edges {
+				got = append(got, e.Name)
+			}
+			if !slices.Equal(got, tc.want) || out.Matched != len(tc.want) || out.WithoutInventory != tc.noInv || !slices.Equal(out.InventoryPending, tc.pending) {
+				t.Fatalf("edges %v matched %d without_inventory %d inventory_pending %v; want %v, %d, %v",
+					got, out.Matched, out.WithoutInventory, out.InventoryPending, tc.want, tc.noInv, tc.pending)
+			}
+			if took < tc.minWait || took > tc.maxWait {
+				t.Fatalf("answered after %s, want between %s and %s", took, tc.minWait, tc.maxWait)
+			}
+			if tc.minWait == 0 {
+				return
+			}
+			select {
+			case m := <-progress:
+				if !strings.Contains(m, "first inventory") {
+					t.Fatalf("progress %q", m)
+				}
+			case <-time.After(2 * time.Second):
+				t.Fatal("no progress notification while waiting")
+			}
+		})
 	}
 }

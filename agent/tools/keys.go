@@ -39,7 +39,7 @@ func registerKeyTool() mcp.Tool {
 	return mcp.NewTool("register_edge_key",
 		mcp.WithDescription("Authorize an edge device's SSH public key so the device can connect, optionally binding a name and trusted labels. "+
 			"Needs the operator's provisioning token; without one, ask the operator to run `mcp-ssh-gateway keys add` on the gateway host. "+
-			"Use get_agent_pubkey for the configuration the device needs, and get_status to see it once connected."),
+			"Use get_agent_pubkey for the configuration the device needs, and get_status to see it once connected."+tokenLockoutNote),
 		hints("Register an edge key", false, false, true, false),
 		mcp.WithInputSchema[RegisterKeyInput](),
 		mcp.WithOutputSchema[RegisterKeyOutput](),

@@ -1,12 +1,16 @@
 package tools_test
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
@@ -86,6 +90,118 @@ func TestRegisterEdgeKey(t *testing.T) {
 			}
 			if gotLine != tc.wantLine || gotName != "cam1" || gotLabels == nil {
 				t.Fatalf("RegisterKey(%q, %q, %v)", gotLine, gotName, gotLabels)
+			}
+		})
+	}
+}
+
+// session is another MCP client (its own session) on h's server, checked like h.
+func (h *harness) session(t *testing.T) *harness {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.NewInProcessClient(h.srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if err := c.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ir mcp.InitializeRequest
+	ir.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	ir.Params.ClientInfo = mcp.Implementation{Name: "test-2", Version: "0"}
+	init, err := c.Initialize(ctx, ir)
+	if err != nil {
+		t.Fatalf("initialize: %v", err)
+	}
+	return &harness{t: t, c: c, srv: h.srv, init: init, tools: h.tools, schemas: h.schemas}
+}
+
+// TestTokenLockoutPerSession: the lockout after five wrong provisioning tokens a minute is per
+// MCP session, so that one client's mistakes do not lock out another that shares its actor
+// (every client using MCP_HTTP_TOKEN is "http"), while one session still gets no more than
+// five guesses a minute and fresh sessions buy no more than 20 for the actor as a whole.
+func TestTokenLockoutPerSession(t *testing.T) {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := keys.AuthorizedLine(sshPub)
+	const right, httpToken = "the-right-token-123", "http-token-of-every-client"
+	const wrongMsg, lockedMsg = "wrong provisioning token:", "too many wrong provisioning tokens from "
+	const actorMsg = lockedMsg + "all sessions of client http"
+
+	type step struct {
+		session int    // which client calls: index into the sessions of the test
+		token   string // provisioning token given
+		want    string // "" = registered, else the start of the error
+	}
+	wrong := func(session, n int) []step {
+		var out []step
+		for range n {
+			out = append(out, step{session, "guess", wrongMsg})
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		bearer   string // "" = stdio
+		sessions int
+		steps    []step
+	}{
+		{"stdio: locked out, the right token refused too", "", 1,
+			append(wrong(0, 5), step{0, "guess", lockedMsg}, step{0, right, lockedMsg})},
+		{"same HTTP token: one session locked out, the other registers", httpToken, 2,
+			append(wrong(0, 5), step{0, right, lockedMsg}, step{1, right, ""}, step{0, "guess", lockedMsg}, step{1, right, ""})},
+		{"other session's wrong tokens count on their own", httpToken, 2,
+			append(append(wrong(0, 4), wrong(1, 4)...), step{0, right, ""}, step{1, right, ""})},
+		{"fresh sessions: at most 20 guesses a minute for the actor", httpToken, 5,
+			append(append(append(append(wrong(0, 5), wrong(1, 5)...), wrong(2, 5)...), wrong(3, 5)...), step{4, right, actorMsg})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := baseConfig()
+			cfg.ProvisionToken = right
+			cfg.Access.HTTPToken = httpToken
+			registered := 0
+			f := &fakeFleet{regFn: func(_, name string, _ map[string]string) (gateway.KeyAdded, error) {
+				registered++
+				return gateway.KeyAdded{Fingerprint: keys.Fingerprint(sshPub), Name: name, Labels: map[string]string{}, Added: true}, nil
+			}}
+			first := newHarness(t, &adminFleet{fakeFleet: f}, cfg)
+			for _, name := range []string{"register_edge_key", "revoke_edge_key", "list_pending_edges", "approve_edge", "create_enrollment_token"} {
+				if d := first.tools[name].Description; !strings.Contains(d, "the right one too") {
+					t.Fatalf("%s's description does not say that the lockout refuses the right token too: %q", name, d)
+				}
+			}
+			clients := []*harness{first}
+			for len(clients) < tc.sessions {
+				clients = append(clients, first.session(t))
+			}
+			wantRegistered := 0
+			for i, st := range tc.steps {
+				res := clients[st.session].callAs(tc.bearer, "register_edge_key", map[string]any{"token": st.token, "public_key": line, "name": "cam1"})
+				if st.want == "" {
+					wantRegistered++
+					if res.IsError {
+						t.Fatalf("step %d (session %d, right token): %q, want registered", i, st.session, text(res))
+					}
+					continue
+				}
+				if !res.IsError || !strings.HasPrefix(text(res), st.want) {
+					t.Fatalf("step %d (session %d): isError=%v %q, want %q", i, st.session, res.IsError, text(res), st.want)
+				}
+				if strings.HasPrefix(st.want, lockedMsg) && !strings.Contains(text(res), "even the right one") {
+					t.Fatalf("step %d: the refusal %q does not say that the right token is refused too", i, text(res))
+				}
+			}
+			if registered != wantRegistered {
+				t.Fatalf("RegisterKey called %d times, want %d", registered, wantRegistered)
 			}
 		})
 	}

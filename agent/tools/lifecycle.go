@@ -65,7 +65,7 @@ type RevokeOutput struct {
 func revokeTool() mcp.Tool {
 	return mcp.NewTool("revoke_edge_key",
 		mcp.WithDescription("Remove an edge's key from the gateway's authorized keys and drop its live connection at once; the device can no longer connect. "+
-			"Use it for a lost, retired or compromised device. Needs the provisioning token. To look at edges first use get_status; to admit a key use register_edge_key or approve_edge."),
+			"Use it for a lost, retired or compromised device. Needs the provisioning token. To look at edges first use get_status; to admit a key use register_edge_key or approve_edge."+tokenLockoutNote),
 		hints("Revoke an edge key", false, true, true, false),
 		mcp.WithInputSchema[RevokeInput](),
 		mcp.WithOutputSchema[RevokeOutput](),
@@ -121,7 +121,7 @@ type PendingOutput struct {
 func pendingTool() mcp.Tool {
 	return mcp.NewTool("list_pending_edges",
 		mcp.WithDescription("List devices whose key is not authorized but that tried to connect (they proved they hold their private key). "+
-			"Nothing here is trusted: confirm with the operator which fingerprint is the expected device, then admit it with approve_edge. Needs the provisioning token."),
+			"Nothing here is trusted: confirm with the operator which fingerprint is the expected device, then admit it with approve_edge. Needs the provisioning token."+tokenLockoutNote),
 		hints("List pending edges", true, false, true, false),
 		mcp.WithInputSchema[PendingInput](),
 		mcp.WithOutputSchema[PendingOutput](),
@@ -155,7 +155,7 @@ type ApproveInput struct {
 func approveTool() mcp.Tool {
 	return mcp.NewTool("approve_edge",
 		mcp.WithDescription("Admit a pending device (from list_pending_edges) by its key fingerprint, binding a name and trusted labels; it connects on its next retry. "+
-			"Approve only a fingerprint the operator confirmed. Needs the provisioning token. For a device you have the public key of, register_edge_key fits better."),
+			"Approve only a fingerprint the operator confirmed. Needs the provisioning token. For a device you have the public key of, register_edge_key fits better."+tokenLockoutNote),
 		hints("Approve a pending edge", false, false, true, false),
 		mcp.WithInputSchema[ApproveInput](),
 		mcp.WithOutputSchema[RegisterKeyOutput](),
@@ -206,7 +206,7 @@ func enrollTool() mcp.Tool {
 	return mcp.NewTool("create_enrollment_token",
 		mcp.WithDescription("Create a one-time enrolment string for a new device: running `mcp-ssh-edge enroll <string>` on it configures the edge, pins this gateway's host key, "+
 			"and binds the name and labels to the device's own key (its private key never leaves it). The string works once and expires. Needs the provisioning token. "+
-			"When you already have the device's public key, register_edge_key is simpler."),
+			"When you already have the device's public key, register_edge_key is simpler."+tokenLockoutNote),
 		hints("Create an enrolment string", false, false, false, false),
 		mcp.WithInputSchema[EnrollInput](),
 		mcp.WithOutputSchema[EnrollOutput](),

@@ -8,15 +8,27 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mark3labs/mcp-go/server"
+
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
 )
 
-// Bounds of the provisioning-token failure limiter.
+// Bounds of the provisioning-token failure limiter. A client is one MCP session of one actor:
+// every client using MCP_HTTP_TOKEN is the actor "http", so keying on the actor alone would let
+// one client's typos lock out all the others. Session IDs are the client's to choose (a legacy
+// HTTP client may send any well-formed Mcp-Session-Id; a 2026-07-28 request has none), so the
+// actor as a whole is bounded too: fresh sessions buy no more than maxActorTokenFailures
+// guesses a minute.
 const (
-	maxTokenFailures = 5           // wrong tokens per client within tokenWindow before refusing
-	tokenWindow      = time.Minute // how long failures count
-	maxTokenClients  = 1024        // clients tracked; beyond, the oldest are forgotten
+	maxTokenFailures      = 5           // wrong tokens per client (actor and session) within tokenWindow before refusing
+	maxActorTokenFailures = 20          // wrong tokens per actor, all its sessions together, within tokenWindow
+	tokenWindow           = time.Minute // how long failures count
+	maxTokenClients       = 1024        // clients (and actors) tracked; beyond, stale ones are forgotten, else one not locked out
 )
+
+// tokenLockoutNote ends the description of every tool that takes the provisioning token.
+const tokenLockoutNote = " Do not guess the token: after 5 wrong tokens within a minute, this MCP session has every token refused, the right one too, " +
+	"until that minute has passed (after 20 from all sessions of one HTTP client together, all of them are)."
 
 // tokenOK compares in constant time; hashing first hides the token's length too.
 func tokenOK(given, want string) bool {
@@ -25,58 +37,125 @@ func tokenOK(given, want string) bool {
 }
 
 // tokenGuard refuses a client that gave too many wrong provisioning tokens, at once and
-// without comparing anything, until its window passes. Memory is bounded.
+// without comparing anything, until its window passes: per client (actor and MCP session) after
+// maxTokenFailures, and per actor after maxActorTokenFailures. Memory is bounded: at most
+// maxTokenClients entries in each map, each holding at most its limit of timestamps.
 type tokenGuard struct {
-	mu    sync.Mutex
-	fails map[string][]time.Time
+	mu      sync.Mutex
+	clients *failures // by clientKey(actor, session)
+	actors  *failures // by actor
 }
 
-func newTokenGuard() *tokenGuard { return &tokenGuard{fails: map[string][]time.Time{}} }
+func newTokenGuard() *tokenGuard {
+	return &tokenGuard{clients: newFailures(maxTokenFailures), actors: newFailures(maxActorTokenFailures)}
+}
 
-// blocked reports how long client must still wait, or 0.
-func (g *tokenGuard) blocked(client string, now time.Time) time.Duration {
+// clientKey names one client: the actor and its MCP session.
+func clientKey(actor, session string) string { return actor + "\x00" + session }
+
+// check compares the token (ok) for the client (actor, session) unless it is locked out, and
+// records a wrong one. Check and record are one step under the lock, so that concurrent calls
+// of one session get no more guesses than sequential ones. wait > 0 means refused uncompared.
+func (g *tokenGuard) check(actor, session string, now time.Time, ok func() bool) (wait time.Duration, wholeActor, right bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	f := g.recent(client, now)
-	if len(f) < maxTokenFailures {
+	if wait, wholeActor = g.blockedLocked(actor, session, now); wait > 0 {
+		return wait, wholeActor, false
+	}
+	if ok() {
+		return 0, false, true
+	}
+	g.failedLocked(actor, session, now)
+	return 0, false, false
+}
+
+// blockedLocked reports how long the client (actor, session) must still wait, or 0, and
+// whether it is its actor as a whole that is locked out. Callers hold g.mu.
+func (g *tokenGuard) blockedLocked(actor, session string, now time.Time) (time.Duration, bool) {
+	a := g.actors.wait(actor, now)
+	c := g.clients.wait(clientKey(actor, session), now)
+	return max(a, c), a > 0 && a >= c
+}
+
+// failedLocked records a wrong token from the client (actor, session). Callers hold g.mu.
+func (g *tokenGuard) failedLocked(actor, session string, now time.Time) {
+	g.clients.add(clientKey(actor, session), now)
+	g.actors.add(actor, now)
+}
+
+// failures keeps, per key, the times of the latest wrong tokens within tokenWindow. Callers
+// hold tokenGuard.mu.
+type failures struct {
+	limit int
+	byKey map[string][]time.Time
+}
+
+func newFailures(limit int) *failures {
+	return &failures{limit: limit, byKey: map[string][]time.Time{}}
+}
+
+// wait is how long key stays refused: until the oldest of its last limit failures leaves the
+// window; 0 when it has fewer.
+func (f *failures) wait(key string, now time.Time) time.Duration {
+	t := f.recent(key, now)
+	if len(t) < f.limit {
 		return 0
 	}
-	return f[0].Add(tokenWindow).Sub(now)
+	return t[0].Add(tokenWindow).Sub(now)
 }
 
-// failed records a wrong token from client.
-func (g *tokenGuard) failed(client string, now time.Time) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.fails[client]; !ok && len(g.fails) >= maxTokenClients {
-		for c := range g.fails {
-			if len(g.recent(c, now)) == 0 {
-				delete(g.fails, c)
-			}
-		}
-		if len(g.fails) >= maxTokenClients {
-			clear(g.fails)
-		}
+// add records a failure of key at now, making room first when maxTokenClients keys are held.
+func (f *failures) add(key string, now time.Time) {
+	if _, ok := f.byKey[key]; !ok && len(f.byKey) >= maxTokenClients {
+		f.evict(now)
 	}
-	f := append(g.recent(client, now), now)
-	if len(f) > maxTokenFailures {
-		f = f[len(f)-maxTokenFailures:]
+	t := append(f.recent(key, now), now)
+	if len(t) > f.limit {
+		t = t[len(t)-f.limit:]
 	}
-	g.fails[client] = f
+	f.byKey[key] = t
 }
 
-// recent drops failures older than the window; callers hold mu.
-func (g *tokenGuard) recent(client string, now time.Time) []time.Time {
-	f := g.fails[client]
-	for len(f) > 0 && now.Sub(f[0]) >= tokenWindow {
-		f = f[1:]
+// evict forgets the keys whose failures have all left the window; when none has, it forgets one
+// key: one not locked out if there is any, the one whose latest failure is oldest among them.
+func (f *failures) evict(now time.Time) {
+	victim, vLocked, vLast := "", false, time.Time{}
+	for k := range f.byKey {
+		t := f.recent(k, now)
+		if len(t) == 0 {
+			continue
+		}
+		locked, last := len(t) >= f.limit, t[len(t)-1]
+		if victim == "" || !locked && vLocked || locked == vLocked && last.Before(vLast) {
+			victim, vLocked, vLast = k, locked, last
+		}
 	}
-	if len(f) == 0 {
-		delete(g.fails, client)
+	if len(f.byKey) >= maxTokenClients {
+		delete(f.byKey, victim)
+	}
+}
+
+// recent drops key's failures older than the window and returns the rest.
+func (f *failures) recent(key string, now time.Time) []time.Time {
+	t := f.byKey[key]
+	for len(t) > 0 && now.Sub(t[0]) >= tokenWindow {
+		t = t[1:]
+	}
+	if len(t) == 0 {
+		delete(f.byKey, key)
 		return nil
 	}
-	g.fails[client] = f
-	return f
+	f.byKey[key] = t
+	return t
+}
+
+// sessionID is the MCP session calling through ctx ("" when there is none, e.g. a 2026-07-28
+// HTTP request).
+func sessionID(ctx context.Context) string {
+	if s := server.ClientSessionFromContext(ctx); s != nil {
+		return s.SessionID()
+	}
+	return ""
 }
 
 // checkToken guards a key-changing tool: provisioning enabled, client not locked out, token
@@ -87,17 +166,21 @@ func (h *handlers) checkToken(ctx context.Context, tool, token string) (string, 
 	if h.cfg.ProvisionToken == "" {
 		return msgProvisioningDisabled, false
 	}
-	now := time.Now()
-	if wait := h.guard.blocked(actor, now); wait > 0 {
+	wait, wholeActor, right := h.guard.check(actor, sessionID(ctx), time.Now(), func() bool { return tokenOK(token, h.cfg.ProvisionToken) })
+	if wait > 0 {
+		who := "this MCP session"
+		if wholeActor {
+			who = "all sessions of client " + actor
+		}
 		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: actor, Tool: tool,
 			Outcome: "refused", Error: "too many wrong provisioning tokens"})
-		return fmt.Sprintf("too many wrong provisioning tokens from this client: wait %d s, then ask the operator for PROVISION_TOKEN", int(wait.Seconds())+1), false
+		return fmt.Sprintf("too many wrong provisioning tokens from %s: every token, even the right one, is refused for %d s more; then call again with the token the operator gives you (PROVISION_TOKEN)",
+			who, int(wait.Seconds())+1), false
 	}
-	if !tokenOK(token, h.cfg.ProvisionToken) {
-		h.guard.failed(actor, now)
+	if !right {
 		h.cfg.Audit.Write(audit.Event{Event: "outcome", RequestID: newRequestID(), Actor: actor, Tool: tool,
 			Outcome: "refused", Error: "wrong provisioning token"})
-		return "wrong provisioning token: ask the operator for PROVISION_TOKEN, or to run `mcp-ssh-gateway keys` on the gateway host", false
+		return "wrong provisioning token: ask the operator for PROVISION_TOKEN, or to run `mcp-ssh-gateway keys add` on the gateway host", false
 	}
 	return "", true
 }
