@@ -26,6 +26,8 @@ type config struct {
 	AuthorizedKeys    string        `envconfig:"AUTHORIZED_KEYS_FILE"`
 	ProvisionToken    string        `envconfig:"PROVISION_TOKEN"`
 	PolicyFile        string        `envconfig:"POLICY_FILE"`
+	ForwardEdgesFile  string        `envconfig:"FORWARD_EDGES_FILE"`
+	ClientKeyFile     string        `envconfig:"CLIENT_KEY_FILE"`
 	MaxStartups       string        `envconfig:"SSH_MAX_STARTUPS" default:"4096:30:16384"`
 	PerSourceStartups int           `envconfig:"SSH_PER_SOURCE_MAX_STARTUPS" default:"32"`
 	StateDir          string        `envconfig:"STATE_DIR"`
@@ -100,8 +102,10 @@ func (c *config) complete() error {
 	if err := c.parseStartups(); err != nil {
 		return err
 	}
-	if c.Mode != "reverse" {
-		return fmt.Errorf("GATEWAY_MODE=%q is not supported: only \"reverse\" (edges dial in) exists", c.Mode)
+	switch c.Mode {
+	case "reverse", "forward", "both":
+	default:
+		return fmt.Errorf("GATEWAY_MODE=%q is not a mode: reverse (edges dial in), forward (the gateway dials the hosts in FORWARD_EDGES_FILE) or both", c.Mode)
 	}
 	if c.SSHPort < 0 || c.SSHPort > 65535 {
 		return fmt.Errorf("SSH_PORT=%d is out of range (0-65535; 0 picks a free port)", c.SSHPort)
@@ -184,6 +188,12 @@ func (c *config) complete() error {
 	}
 	if c.AuthorizedKeys == "" {
 		c.AuthorizedKeys = filepath.Join(c.KeysDir, "authorized_keys")
+	}
+	if c.ForwardEdgesFile == "" {
+		c.ForwardEdgesFile = filepath.Join(c.KeysDir, "forward_edges.yaml")
+	}
+	if c.ClientKeyFile == "" {
+		c.ClientKeyFile = filepath.Join(c.KeysDir, "client_ed25519")
 	}
 	if c.AuditLog == "" {
 		c.AuditLog = filepath.Join(c.StateDir, "audit.jsonl")

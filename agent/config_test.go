@@ -14,7 +14,9 @@ func TestLoadConfigNamesTheBadVariable(t *testing.T) {
 		want string // substring of the error; "" = valid
 	}{
 		{map[string]string{}, ""},
-		{map[string]string{"GATEWAY_MODE": "forward"}, "GATEWAY_MODE"},
+		{map[string]string{"GATEWAY_MODE": "sideways"}, "GATEWAY_MODE"},
+		{map[string]string{"GATEWAY_MODE": "forward"}, ""},
+		{map[string]string{"GATEWAY_MODE": "both"}, ""},
 		{map[string]string{"SSH_PORT": "70000"}, "SSH_PORT"},
 		{map[string]string{"SSH_PORT": "abc"}, "SSH_PORT"},
 		{map[string]string{"SSH_BIND": "not-an-ip"}, "SSH_BIND"},

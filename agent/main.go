@@ -22,6 +22,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/approval"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/forward"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/metrics"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/policy"
@@ -55,7 +56,7 @@ the default) or streamable HTTP at /mcp (MCP_TRANSPORT=http, MCP_HTTP_ADDR, MCP_
 /healthz (no token) and Prometheus metrics at /metrics (METRICS_TOKEN, else MCP_HTTP_TOKEN).
 
 Main settings: GATEWAY_MODE SSH_BIND SSH_PORT PUBLIC_ADDR KEYS_DIR HOST_KEY_FILE
-AUTHORIZED_KEYS_FILE PROVISION_TOKEN POLICY_FILE STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT
+AUTHORIZED_KEYS_FILE FORWARD_EDGES_FILE CLIENT_KEY_FILE PROVISION_TOKEN POLICY_FILE STATE_DIR AUDIT_LOG FILES_DIR MCP_TRANSPORT
 MCP_HTTP_ADDR MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL
 EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES MAX_TRANSFER_BYTES AUDIT_LOG_MAX_BYTES
 INVENTORY_INTERVAL SSH_MAX_STARTUPS SSH_PER_SOURCE_MAX_STARTUPS LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
@@ -161,21 +162,39 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		return fmt.Errorf("AUTHORIZED_KEYS_FILE: %w", err)
 	}
 	mtr.Observe(gw, auditLog)
-	addr, err := gw.Listen()
-	if err != nil {
-		return fmt.Errorf("SSH_BIND/SSH_PORT: %w", err)
-	}
-	gw.SetPublicAddr(cfg.publicAddr(addr))
-	log.Info("gateway started", "version", version, "ssh_addr", addr.String(), "public_addr", gw.Info().PublicAddr,
-		"host_key_fingerprint", fp, "transport", cfg.Transport)
-
 	sshCtx, stopSSH := context.WithCancel(context.Background())
-	sshDone := make(chan error, 1)
-	go func() { sshDone <- gw.Serve(sshCtx) }()
-	defer func() {
-		stopSSH()
-		<-sshDone
-	}()
+	defer stopSSH()
+	if cfg.Mode != "forward" {
+		addr, err := gw.Listen()
+		if err != nil {
+			return fmt.Errorf("SSH_BIND/SSH_PORT: %w", err)
+		}
+		gw.SetPublicAddr(cfg.publicAddr(addr))
+		log.Info("gateway started", "version", version, "ssh_addr", addr.String(), "public_addr", gw.Info().PublicAddr,
+			"host_key_fingerprint", fp, "transport", cfg.Transport)
+		sshDone := make(chan error, 1)
+		go func() { sshDone <- gw.Serve(sshCtx) }()
+		defer func() {
+			stopSSH()
+			<-sshDone
+		}()
+	}
+	var fleet tools.Fleet = gw
+	var clientPub string
+	if cfg.Mode != "reverse" {
+		fwd, pub, err := openForward(cfg, auditLog, log)
+		if err != nil {
+			return err
+		}
+		fwdDone := make(chan struct{})
+		go func() { defer close(fwdDone); fwd.Run(sshCtx) }()
+		defer func() {
+			stopSSH()
+			<-fwdDone
+		}()
+		fleet, clientPub = &forward.Merged{Gateway: gw, Forward: fwd}, pub
+		log.Info("forward edges", "file", cfg.ForwardEdgesFile, "mode", cfg.Mode, "client_key", cfg.ClientKeyFile)
+	}
 
 	approvals, err := approval.Open(cfg.StateDir, log)
 	if err != nil {
@@ -189,7 +208,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	if cfg.PolicyFile != "" {
 		access.Policy = func() *policy.Policy { return guard.Current() }
 	}
-	mcpSrv := tools.NewServer(gw, tools.Config{
+	mcpSrv := tools.NewServer(fleet, tools.Config{
 		Version:          version,
 		ExecTimeout:      cfg.ExecTimeout,
 		ExecTimeoutMax:   cfg.ExecTimeoutMax,
@@ -202,6 +221,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		Audit:            auditLog,
 		Log:              log,
 		Access:           access,
+		ClientPublicKey:  clientPub,
 	})
 	if cfg.PolicyFile != "" {
 		if guard, err = openPolicy(cfg, mcpSrv, auditLog, log); err != nil {
@@ -209,7 +229,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		}
 		go guard.Run(sshCtx)
 	}
-	go tools.WatchResources(sshCtx, mcpSrv, gw) // MCP resources follow edges coming and going
+	go tools.WatchResources(sshCtx, mcpSrv, fleet) // MCP resources follow edges coming and going
 
 	// Calls keep running on their own context for shutdownGrace after a signal; stdin closing
 	// ends the stdio session at once (the client is gone, nobody reads the results).
@@ -237,6 +257,35 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	}
 	log.Info("gateway stopping: closing tunnels")
 	return nil
+}
+
+// openForward loads (or generates) the client key and FORWARD_EDGES_FILE; the gateway logs in
+// to those hosts with that key, pinning each one's host key. Connections, disconnections and
+// refused host keys are audited.
+func openForward(cfg *config, auditLog *audit.Logger, log *slog.Logger) (*forward.Fleet, string, error) {
+	key, generated, err := keys.LoadOrGenerate(cfg.ClientKeyFile, "mcp-ssh-gateway client key")
+	if err != nil {
+		return nil, "", fmt.Errorf("CLIENT_KEY_FILE: %w", err)
+	}
+	pub := forward.ClientPublicKey(key)
+	if generated {
+		log.Info("generated a new client key: add it to the forward edges' authorized_keys", "file", cfg.ClientKeyFile, "public_key", pub)
+	}
+	events := map[forward.EventKind]string{forward.EventHostKeyMismatch: "host_key_refused",
+		forward.EventConnected: "edge_connect", forward.EventDisconnected: "edge_disconnect"}
+	fwd, err := forward.New(cfg.ForwardEdgesFile, forward.Options{ClientKey: key, Log: log, OnEvent: func(e forward.Event) {
+		if name, ok := events[e.Kind]; ok {
+			ev := audit.Event{Event: name, Edge: e.Edge, Fingerprint: e.Fingerprint, RemoteAddr: e.Address, Outcome: "ok"}
+			if e.Err != nil {
+				ev.Outcome, ev.Error = "refused", e.Err.Error()
+			}
+			auditLog.Write(ev)
+		}
+	}})
+	if err != nil {
+		return nil, "", fmt.Errorf("FORWARD_EDGES_FILE: %w", err)
+	}
+	return fwd, pub, nil
 }
 
 // openPolicy loads POLICY_FILE (a broken file stops the start) and watches it: a change takes

@@ -84,7 +84,12 @@ type EdgeStatus struct {
 	OS             string
 	Arch           string
 	InFlight       int
+	Kind           string // companion (dials in with mcp-ssh-edge), forward (dialled by the gateway) or agentless
+	Problem        string // why a known edge is not connected, when the gateway knows (e.g. its host key changed)
 }
+
+// KindCompanion is the Kind of an edge that runs mcp-ssh-edge and dials in.
+const KindCompanion = "companion"
 
 // KeyAdded is the outcome of registering an edge key.
 type KeyAdded struct {

@@ -361,7 +361,7 @@ func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 			if r.byFP[fp] != nil {
 				continue
 			}
-			st := EdgeStatus{Name: k.name, Fingerprint: fp, Labels: cloneLabels(k.labels), ReportedLabels: map[string]string{}}
+			st := EdgeStatus{Name: k.name, Fingerprint: fp, Labels: cloneLabels(k.labels), ReportedLabels: map[string]string{}, Kind: KindCompanion}
 			if s, ok := r.seen[fp]; ok {
 				if st.Name == "" && r.byName[s.name] == nil && (set.byName[s.name] == "" || set.byName[s.name] == fp) {
 					st.Name = s.name

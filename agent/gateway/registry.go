@@ -126,6 +126,7 @@ func (r *registry) status(e *edge, labels map[string]string) EdgeStatus {
 		OS:             e.hello.OS,
 		Arch:           e.hello.Arch,
 		InFlight:       int(e.running.Load() + e.waiting.Load()),
+		Kind:           KindCompanion,
 	}
 }
 

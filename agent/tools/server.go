@@ -56,6 +56,7 @@ type Config struct {
 	Actor            string        // who calls, for the audit log: "stdio" or "http:<name>"
 	Audit            *audit.Logger // nil: no audit log
 	Access           Access        // the gateway's policy (POLICY_FILE) and approvals; zero: allow all
+	ClientPublicKey  string        // the key the gateway logs in to forward edges with (get_agent_pubkey); "" in reverse mode
 	Log              *slog.Logger  // nil: slog.Default()
 }
 

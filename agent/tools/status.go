@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -68,6 +69,8 @@ type EdgeOutput struct {
 	OS             string            `json:"os" jsonschema:"operating system the edge reports, e.g. linux"`
 	Arch           string            `json:"arch" jsonschema:"architecture the edge reports, e.g. amd64 or arm64"`
 	InFlight       int               `json:"in_flight" jsonschema:"calls running on the edge right now"`
+	Kind           string            `json:"kind" jsonschema:"companion (runs mcp-ssh-edge and dials in), forward (a plain SSH server the gateway dials) or agentless"`
+	Problem        string            `json:"problem" jsonschema:"why the edge is not connected, when the gateway knows (e.g. its host key does not match the pinned one); empty otherwise"`
 }
 
 // NoInput is the arguments of a tool that takes none.
@@ -75,9 +78,10 @@ type NoInput struct{}
 
 // PubkeyOutput is get_agent_pubkey's result.
 type PubkeyOutput struct {
-	PublicKey   string `json:"public_key" jsonschema:"the gateway's SSH host public key in authorized_keys format"`
-	Fingerprint string `json:"fingerprint" jsonschema:"SHA256 fingerprint of that key"`
-	EdgeConfig  string `json:"edge_config" jsonschema:"the two environment lines an edge needs (EDGE_GATEWAY and EDGE_GATEWAY_HOST_KEY), for its env file"`
+	PublicKey       string `json:"public_key" jsonschema:"the gateway's SSH host public key in authorized_keys format"`
+	Fingerprint     string `json:"fingerprint" jsonschema:"SHA256 fingerprint of that key"`
+	EdgeConfig      string `json:"edge_config" jsonschema:"the two environment lines an edge needs (EDGE_GATEWAY and EDGE_GATEWAY_HOST_KEY), for its env file"`
+	ClientPublicKey string `json:"client_public_key" jsonschema:"the key the gateway logs in with on forward and agentless edges (authorized_keys format): add it to the device's ~/.ssh/authorized_keys; empty in GATEWAY_MODE=reverse"`
 }
 
 func statusTool() mcp.Tool {
@@ -178,6 +182,8 @@ func edgeOutput(e gateway.EdgeStatus) EdgeOutput {
 		OS:             e.OS,
 		Arch:           e.Arch,
 		InFlight:       e.InFlight,
+		Kind:           cmp.Or(e.Kind, gateway.KindCompanion),
+		Problem:        e.Problem,
 	}
 }
 
@@ -203,8 +209,9 @@ func decodeCursor(c string) (string, error) {
 func (h *handlers) getAgentPubkey(_ context.Context, _ mcp.CallToolRequest, _ NoInput) *mcp.CallToolResult {
 	info := h.fleet.Info()
 	return okResult(PubkeyOutput{
-		PublicKey:   info.HostKeyLine,
-		Fingerprint: info.HostKeyFingerprint,
-		EdgeConfig:  fmt.Sprintf("EDGE_GATEWAY=%s\nEDGE_GATEWAY_HOST_KEY=%s", info.PublicAddr, info.HostKeyFingerprint),
+		PublicKey:       info.HostKeyLine,
+		Fingerprint:     info.HostKeyFingerprint,
+		EdgeConfig:      fmt.Sprintf("EDGE_GATEWAY=%s\nEDGE_GATEWAY_HOST_KEY=%s", info.PublicAddr, info.HostKeyFingerprint),
+		ClientPublicKey: h.cfg.ClientPublicKey,
 	})
 }

@@ -289,6 +289,8 @@ type EdgeStatus struct {
 	OS             string            `json:"os"`
 	Arch           string            `json:"arch"`
 	InFlight       *int              `json:"in_flight"`
+	Kind           string            `json:"kind"`
+	Problem        string            `json:"problem"`
 }
 
 // Status calls get_status with args and decodes it.
