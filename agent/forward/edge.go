@@ -12,7 +12,7 @@ import (
 
 // CodeUnsupported is the protocol error code of a call a forward edge cannot serve (jobs,
 // run_as): the device runs no companion.
-const CodeUnsupported = "unsupported"
+const CodeUnsupported = protocol.CodeUnsupported
 
 // Edge is a forward edge resolved for one tool call: a gateway.Edge served over plain SSH
 // exec and SFTP. It holds the host's identity (name and pinned host key); each call uses the

@@ -247,6 +247,8 @@ func edgeMessage(edge string, err error) string {
 			return "not found on the edge: " + msg
 		case protocol.CodeBadRequest:
 			return "the edge rejected the request: " + msg + "; fix the arguments"
+		case protocol.CodeUnsupported:
+			return fmt.Sprintf("edge %q cannot do this: %s", edge, msg)
 		case protocol.CodeUnsupportedVersion, protocol.CodeUnknownMethod:
 			return fmt.Sprintf("edge %q runs an mcp-ssh-edge too old for this call (%s): upgrade it", edge, msg)
 		case protocol.CodeIO:

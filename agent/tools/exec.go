@@ -56,13 +56,15 @@ type RunOutput struct {
 	StderrTruncated bool   `json:"stderr_truncated" jsonschema:"true when stderr was cut"`
 	TimedOut        bool   `json:"timed_out" jsonschema:"true when the command hit timeout_seconds and was killed"`
 	DurationMs      int64  `json:"duration_ms" jsonschema:"wall-clock run time in milliseconds"`
+	JobID           string `json:"job_id" jsonschema:"set when the call ran as a background job (a timeout_seconds above 60 from a client that sends no progress notifications): stdout then holds stdout and stderr interleaved; if it is still running, follow it with get_command; empty otherwise"`
 }
 
 func runCommandTool() mcp.Tool {
 	return mcp.NewTool("run_command",
 		mcp.WithDescription("Run one program on an edge device and return its exit code, stdout and stderr. "+
 			"Prefer argv (no shell); use command only for pipes or redirection. A non-zero exit is a normal result, not an error. "+
-			"The process group is killed at timeout_seconds; raise it for long work (output streams as progress notifications meanwhile). "+
+			"The process group is killed at timeout_seconds; raise it for long work (output streams as progress notifications meanwhile; "+
+			"a client that sends none gets, past 60 s, a background job whose job_id comes back if it is still running after 45 s). "+
 			"To write a file use upload_file rather than echo/cat; for hardware and OS facts use get_device_info."),
 		hints("Run a command on an edge", false, true, false, true),
 		mcp.WithInputSchema[RunInput](),
@@ -128,9 +130,15 @@ func (h *handlers) runCommand(ctx context.Context, req mcp.CallToolRequest, in R
 	if res != nil {
 		return res
 	}
+	hasProgress := req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil
+	if !hasProgress && timeout > clientPatience {
+		if res := h.runAsJob(ctx, c, p, in.Stdin, timeout); res != nil {
+			return res
+		}
+	}
 
 	capt := newCapture(h.cfg.MaxOutputBytes)
-	if req.Params.Meta != nil && req.Params.Meta.ProgressToken != nil {
+	if hasProgress {
 		pr := startProgress(ctx, req.Params.Meta.ProgressToken, h.cfg.Log)
 		defer pr.stop()
 		capt.progress = pr
@@ -180,6 +188,65 @@ func (h *handlers) runCommand(ctx context.Context, req mcp.CallToolRequest, in R
 	case err != nil:
 		c.end(outcomeOf(err), err, audit.Event{DurationMs: audit.Ptr(elapsed.Milliseconds())})
 		return errResult(edgeMessage(c.name, err))
+	}
+	c.end("ok", nil, ev)
+	return okResult(out)
+}
+
+// A client that sends no progress notifications gives up on a request after its own timeout
+// (60 s in the official SDKs). A run_command asking longer than clientPatience from such a
+// client runs as a background job instead; the call waits up to jobAnswerWait for it and
+// then answers with the job's id, so the work is neither cut short nor lost.
+const (
+	clientPatience       = 60 * time.Second
+	defaultJobAnswerWait = 45 * time.Second
+)
+
+// runAsJob runs p as a job and answers with its output once it ends, or with its job_id
+// while it still runs. A nil result means the edge runs no jobs (a forward edge): the call
+// then goes on as an ordinary exec.
+func (h *handlers) runAsJob(ctx context.Context, c *edgeCall, p protocol.ExecParams, stdin string, timeout time.Duration) *mcp.CallToolResult {
+	p.Stdin = false
+	start := time.Now()
+	st, err := c.edge.JobStart(ctx, c.id, protocol.JobStartParams{Exec: p, StdinData: stdin})
+	var pe *protocol.Error
+	if errors.As(err, &pe) && (pe.Code == protocol.CodeUnknownMethod || pe.Code == protocol.CodeUnsupported) {
+		return nil
+	}
+	if err != nil {
+		c.end(outcomeOf(err), err, audit.Event{})
+		return errResult(edgeMessage(c.name, err))
+	}
+	jobID := c.name + jobIDSep + st.ID
+	deadline := start.Add(h.cfg.JobAnswerWait)
+	for st.Status == protocol.JobRunning && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			c.end("cancelled", ctx.Err(), audit.Event{Path: jobID})
+			return errResult(fmt.Sprintf("the call was cancelled; job %s keeps running on %q: cancel_command stops it", jobID, c.name))
+		case <-time.After(jobPoll):
+		}
+		if st, err = c.edge.JobGet(ctx, c.id, protocol.JobGetParams{ID: st.ID, MaxBytes: min(h.cfg.MaxOutputBytes, protocol.MaxJobRead)}); err != nil {
+			c.end(outcomeOf(err), err, audit.Event{Path: jobID})
+			return errResult(jobMessage(c.name, err) + "; job_id " + jobID)
+		}
+	}
+	j := jobOutput(c.name, st)
+	out := RunOutput{Edge: c.name, ExitCode: -1, Signal: j.Signal, Stdout: j.Output, Stderr: "",
+		StdoutTruncated: j.Truncated || j.NextSince < j.OutputSize, TimedOut: j.Status == protocol.JobTimedOut,
+		DurationMs: time.Since(start).Milliseconds(), JobID: jobID}
+	if j.ExitCode != nil {
+		out.ExitCode = *j.ExitCode
+	}
+	ev := audit.Event{Path: jobID, ExitCode: audit.Ptr(out.ExitCode), DurationMs: audit.Ptr(out.DurationMs)}
+	switch j.Status {
+	case protocol.JobRunning:
+		c.end("ok", nil, ev)
+		return errResultWith(fmt.Sprintf("still running after %s as background job %s (this client waits for no call longer than a minute): "+
+			"follow it with get_command job_id=%s since=%d wait_seconds=30", h.cfg.JobAnswerWait, jobID, jobID, j.NextSince), out)
+	case protocol.JobTimedOut:
+		c.end("timeout", errors.New("timed out"), ev)
+		return errResultWith(fmt.Sprintf("run_command on %q timed out after %s and was killed", c.name, timeout), out)
 	}
 	c.end("ok", nil, ev)
 	return okResult(out)

@@ -57,6 +57,7 @@ type Config struct {
 	Audit            *audit.Logger // nil: no audit log
 	Access           Access        // the gateway's policy (POLICY_FILE) and approvals; zero: allow all
 	ClientPublicKey  string        // the key the gateway logs in to forward edges with (get_agent_pubkey); "" in reverse mode
+	JobAnswerWait    time.Duration // how long a run_command turned into a job waits before answering with its id; default 45s
 	Log              *slog.Logger  // nil: slog.Default()
 }
 
@@ -69,6 +70,9 @@ func (c *Config) fill() {
 	}
 	if c.ExecTimeout > c.ExecTimeoutMax {
 		c.ExecTimeout = c.ExecTimeoutMax
+	}
+	if c.JobAnswerWait <= 0 {
+		c.JobAnswerWait = defaultJobAnswerWait
 	}
 	if c.MaxOutputBytes <= 0 {
 		c.MaxOutputBytes = 1 << 20

@@ -40,10 +40,11 @@ const (
 	CodeBadRequest         = "bad_request"
 	CodeUnknownMethod      = "unknown_method"
 	CodeUnsupportedVersion = "unsupported_version"
-	CodePolicy             = "policy" // the edge's own policy refused the request
-	CodeBusy               = "busy"   // EDGE_MAX_CONCURRENT RPCs already running
-	CodePaused             = "paused" // the device owner ran `mcp-ssh-edge pause`
-	CodeExists             = "exists" // upload target exists and overwrite is false
+	CodeUnsupported        = "unsupported" // this kind of edge cannot serve the call (e.g. jobs without the companion)
+	CodePolicy             = "policy"      // the edge's own policy refused the request
+	CodeBusy               = "busy"        // EDGE_MAX_CONCURRENT RPCs already running
+	CodePaused             = "paused"      // the device owner ran `mcp-ssh-edge pause`
+	CodeExists             = "exists"      // upload target exists and overwrite is false
 	CodeNotFound           = "not_found"
 	CodeIO                 = "io"
 	CodeCancelled          = "cancelled"
