@@ -30,12 +30,38 @@ const adminUsage = `Admin commands (they use the same environment as the gateway
   mcp-ssh-gateway keys list
   mcp-ssh-gateway keys add [--name NAME] [--labels k=v,…] PUBLIC_KEY_LINE|-
   mcp-ssh-gateway keys revoke NAME|SHA256:FINGERPRINT
+  mcp-ssh-gateway keys label NAME|SHA256:FINGERPRINT k=v,… [--replace]
   mcp-ssh-gateway keys pending
-  mcp-ssh-gateway keys approve --name NAME [--labels k=v,…] SHA256:FINGERPRINT
+  mcp-ssh-gateway keys approve SHA256:FINGERPRINT --name NAME|--use-requested-name [--labels k=v,…]
   mcp-ssh-gateway enroll-token --name NAME [--labels k=v,…] [--ttl 10m]
   mcp-ssh-gateway audit verify [FILE…]   (default: AUDIT_LOG with its rotated files, oldest first)
   mcp-ssh-gateway actions list|approve ID|deny ID [--reason TEXT]   (calls that wait for a person; actions --help)
+(keys --help explains the keys commands)
 `
+
+const keysUsage = `Edge keys in AUTHORIZED_KEYS_FILE (a running gateway picks every change up at once):
+  mcp-ssh-gateway keys list
+      the authorized keys with their bound names and labels
+  mcp-ssh-gateway keys add [--name NAME] [--labels k=v,…] PUBLIC_KEY_LINE|-
+      authorize a public key line (- reads it from stdin)
+  mcp-ssh-gateway keys revoke NAME|SHA256:FINGERPRINT
+      remove a key; its tunnel closes within seconds, and its later attempts show in
+      keys pending as revoked, not as a new device
+  mcp-ssh-gateway keys label NAME|SHA256:FINGERPRINT k=v,… [--replace]
+      change a key's labels in place: merged into its labels (k= removes k), or with
+      --replace instead of them (--replace with no k=v removes them all)
+  mcp-ssh-gateway keys pending
+      keys that proved they hold their private key but are not authorized
+  mcp-ssh-gateway keys approve SHA256:FINGERPRINT --name NAME [--labels k=v,…]
+      authorize a pending key under NAME. The name a pending edge asked for is its own
+      unverified claim (any device can ask for any name), so give --name, or
+      --use-requested-name to bind the requested name after checking it
+
+Flags may come before or after the arguments. Exit status: 0 ok, 1 failure, 2 usage.
+`
+
+// isHelp reports whether an argument asks for help.
+func isHelp(a string) bool { return slices.Contains([]string{"--help", "-help", "-h", "help"}, a) }
 
 // isAdminCommand reports whether args name an admin command.
 func isAdminCommand(args []string) bool {
@@ -51,6 +77,14 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mcp-ssh-gateway: "+format+"\n", a...)
 		return code
 	}
+	if slices.ContainsFunc(args[1:], isHelp) {
+		if args[0] == "keys" {
+			fmt.Fprint(stdout, keysUsage)
+		} else {
+			fmt.Fprint(stdout, adminUsage)
+		}
+		return 0
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		return fail(2, "%v", err)
@@ -65,19 +99,27 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	name := fs.String("name", "", "name to bind")
 	labelsFlag := fs.String("labels", "", "labels to bind, k=v,…")
 	ttl := fs.Duration("ttl", 15*time.Minute, "enrolment lifetime (at most 24h)")
+	replace := fs.Bool("replace", false, "keys label: replace the labels instead of merging")
+	useRequested := fs.Bool("use-requested-name", false, "keys approve: bind the name the edge asked for")
 	rest := args[min(2, len(args)):]
 	if cmd == "enroll-token" {
 		rest = args[1:]
 	}
-	if err := fs.Parse(rest); err != nil {
-		// The error text is not shown: it may quote an argument, and that may be a secret.
-		return fail(2, "%s: bad flags (only --name, --labels and --ttl exist)\n%s", cmd, adminUsage)
+	var pos []string
+	for { // flags before or after the arguments
+		if err := fs.Parse(rest); err != nil {
+			// The error text is not shown: it may quote an argument, and that may be a secret.
+			return fail(2, "%s: bad flags (--name, --labels, --ttl, --replace and --use-requested-name exist)\n%s", cmd, adminUsage)
+		}
+		if rest = fs.Args(); len(rest) == 0 {
+			break
+		}
+		pos, rest = append(pos, rest[0]), rest[1:]
 	}
 	labels, err := parseLabelFlag(*labelsFlag)
 	if err != nil {
 		return fail(2, "--labels: %v", err)
 	}
-	pos := fs.Args()
 	want := func(n int) bool { return len(pos) == n }
 
 	switch cmd {
@@ -112,6 +154,7 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(1, "%v", err)
 		}
+		forgetPending(cfg, k.Fingerprint, stderr)
 		if !k.Added {
 			fmt.Fprintf(stdout, "already authorized: %s %s\n", k.Fingerprint, dash(k.Name))
 			return 0
@@ -126,20 +169,25 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(1, "%v", err)
 		}
+		if cfg.StateDir != "" {
+			if err := gateway.RememberRevoked(cfg.StateDir, r); err != nil {
+				fmt.Fprintf(stderr, "mcp-ssh-gateway: warning: the key is revoked, but its later attempts will show as a new pending key: %v\n", err)
+			}
+		}
 		fmt.Fprintf(stdout, "revoked %s %s (a running gateway closes its tunnel within seconds)\n", r.Fingerprint, dash(r.Name))
 		return 0
 	case "keys pending":
 		if !want(0) {
 			break
 		}
-		ps, err := gateway.ListPending(cfg.StateDir)
+		ps, err := gateway.ListPending(cfg.StateDir, cfg.AuthorizedKeys, log)
 		if err != nil {
 			return fail(1, "%v", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "FINGERPRINT\tREQUESTED NAME (unverified)\tREMOTE ADDR\tFIRST ATTEMPT\tLAST ATTEMPT\tATTEMPTS")
+		fmt.Fprintln(tw, "FINGERPRINT\tSTATUS\tREQUESTED NAME (unverified)\tREMOTE ADDR\tFIRST ATTEMPT\tLAST ATTEMPT\tATTEMPTS")
 		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", p.Fingerprint, dash(p.RequestedName), p.RemoteAddr,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", p.Fingerprint, pendingStatus(p), dash(p.RequestedName), p.RemoteAddr,
 				p.FirstAttempt.UTC().Format(time.RFC3339), p.LastAttempt.UTC().Format(time.RFC3339), p.Attempts)
 		}
 		tw.Flush()
@@ -148,11 +196,46 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if !want(1) {
 			break
 		}
+		switch {
+		case *name == "" && !*useRequested:
+			return fail(2, "keys approve: give --name NAME: the name a pending edge asked for is its own unverified claim; "+
+				"--use-requested-name binds it anyway, once you have checked it in `keys pending`")
+		case *name != "" && *useRequested:
+			return fail(2, "keys approve: give --name NAME or --use-requested-name, not both")
+		}
+		p, ok, err := gateway.PendingKey(cfg.StateDir, pos[0])
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		if ok && *useRequested && p.RequestedName == "" {
+			return fail(1, "keys approve: %s asked for no valid name: give --name NAME", p.Fingerprint)
+		}
 		k, err := gateway.ApprovePending(cfg.StateDir, cfg.AuthorizedKeys, pos[0], *name, labels, log)
 		if err != nil {
 			return fail(1, "%v", err)
 		}
+		if p.Revoked != nil {
+			fmt.Fprintf(stderr, "mcp-ssh-gateway: note: this key was revoked on %s (it was %s) and is authorized again\n",
+				p.Revoked.RevokedAt.UTC().Format(time.RFC3339), dash(p.Revoked.Name))
+		}
 		fmt.Fprintf(stdout, "approved %s %s %s\n", k.Fingerprint, dash(k.Name), formatLabels(k.Labels))
+		return 0
+	case "keys label":
+		if (!want(2) && !(want(1) && *replace)) || *labelsFlag != "" {
+			break
+		}
+		var l map[string]string
+		if want(2) {
+			if l, err = parseLabelFlag(pos[1]); err != nil {
+				return fail(2, "keys label: %v", err)
+			}
+		}
+		r, err := gateway.SetKeyLabels(cfg.AuthorizedKeys, pos[0], l, *replace, log)
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		fmt.Fprintf(stdout, "labels of %s %s: %s (were %s; a running gateway uses them at once)\n", r.Fingerprint, dash(r.Name),
+			formatLabels(r.New), formatLabels(r.Old))
 		return 0
 	case "enroll-token":
 		if !want(0) || *name == "" {
@@ -169,7 +252,33 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "audit verify":
 		return auditVerify(cfg, pos, stdout, stderr)
 	}
-	return fail(2, "bad usage of %q\n%s", strings.Join(args, " "), adminUsage)
+	usage := adminUsage
+	if args[0] == "keys" {
+		usage = keysUsage
+	}
+	return fail(2, "bad usage of %q\n%s", strings.Join(args, " "), usage)
+}
+
+// forgetPending takes a key just authorized out of the pending list, warning on failure.
+func forgetPending(cfg *config, fp string, stderr io.Writer) {
+	if cfg.StateDir == "" {
+		return
+	}
+	if err := gateway.ForgetKey(cfg.StateDir, fp); err != nil {
+		fmt.Fprintf(stderr, "mcp-ssh-gateway: warning: the key is authorized, but `keys pending` may still list it: %v\n", err)
+	}
+}
+
+// pendingStatus is the STATUS column of keys pending: new, or revoked with when and as what.
+func pendingStatus(p gateway.PendingEdge) string {
+	if p.Revoked == nil {
+		return "new"
+	}
+	s := "revoked " + p.Revoked.RevokedAt.UTC().Format(time.RFC3339)
+	if p.Revoked.Name != "" {
+		s += " (was " + p.Revoked.Name + ")"
+	}
+	return s
 }
 
 const actionsUsage = `Calls that wait for a person (POLICY_FILE rules with approval: [...]):

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -171,5 +172,97 @@ func TestAdminActions(t *testing.T) {
 		if tc.then != nil {
 			tc.then(t)
 		}
+	}
+}
+
+// TestAdminKeyLifecycle: keys approve needs a name the operator chose (or an explicit
+// --use-requested-name), approved and added keys leave keys pending, a revoked key is
+// remembered as revoked, keys label rewrites labels in place, and keys --help is help.
+func TestAdminKeyLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	t.Setenv("KEYS_DIR", filepath.Join(dir, "keys"))
+	t.Setenv("STATE_DIR", state)
+	newKey := func(name string) (line, fp string) {
+		s, _, err := keys.LoadOrGenerate(filepath.Join(dir, name), "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys.AuthorizedLine(s.PublicKey()), keys.Fingerprint(s.PublicKey())
+	}
+	pendLine, pendFP := newKey("pend")    // asks for "cam9"
+	addLine, addFP := newKey("add")       // pending, then authorized with keys add
+	_, anonFP := newKey("anon")           // pending, asks for no name
+	staleLine, staleFP := newKey("stale") // pending though authorized (approved while a gateway had it as unknown)
+	now := time.Now().UTC().Format(time.RFC3339)
+	entry := func(fp, line, name string) string {
+		return `{"fingerprint":"` + fp + `","public_key":"` + line + `","requested_name":"` + name +
+			`","remote_addr":"192.0.2.7:4000","first_attempt":"` + now + `","last_attempt":"` + now + `","attempts":2}`
+	}
+	os.MkdirAll(state, 0o700)
+	doc := `{"pending":[` + entry(pendFP, pendLine, "cam9") + "," + entry(addFP, addLine, "") + "," + entry(anonFP, "x", "") + "," +
+		entry(staleFP, staleLine, "") + `]}`
+	if err := os.WriteFile(filepath.Join(state, "pending.json"), []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := func(args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := run(args, strings.NewReader(""), &out, &errb)
+		return out.String(), errb.String(), code
+	}
+	if _, errs, code := admin("keys", "add", "--name", "stale", staleLine); code != 0 {
+		t.Fatalf("keys add: %d %s", code, errs)
+	}
+	// keys add took the stale entry out: put it back, as a gateway that had not reloaded would.
+	b, _ := os.ReadFile(filepath.Join(state, "pending.json"))
+	if strings.Contains(string(b), staleFP) {
+		t.Errorf("keys add left its key in pending.json")
+	}
+	os.WriteFile(filepath.Join(state, "pending.json"), []byte(doc), 0o600)
+	for _, tc := range []struct {
+		args           []string
+		wantCode       int
+		want, wantErr  string // in stdout, stderr
+		notOut, notErr string
+	}{
+		{[]string{"keys", "--help"}, 0, "keys label NAME|SHA256:FINGERPRINT k=v,… [--replace]", "", "", "bad usage"},
+		{[]string{"keys", "approve", "-h"}, 0, "unverified", "", "", "bad usage"},
+		{[]string{"keys", "pending"}, 0, pendFP, "", staleFP, ""},
+		{[]string{"keys", "pending"}, 0, "new", "", "", ""},
+		{[]string{"keys", "approve", pendFP}, 2, "", "give --name NAME: the name a pending edge asked for is its own unverified claim", "", ""},
+		{[]string{"keys", "approve", pendFP, "--name", "x", "--use-requested-name"}, 2, "", "not both", "", ""},
+		{[]string{"keys", "approve", anonFP, "--use-requested-name"}, 1, "", "asked for no valid name", "", ""},
+		{[]string{"keys", "approve", pendFP, "--use-requested-name", "--labels", "role=cam"}, 0, "approved " + pendFP + " cam9 role=cam", "", "", ""},
+		{[]string{"keys", "pending"}, 0, anonFP, "", pendFP, ""},
+		{[]string{"keys", "add", "--name", "b", addLine}, 0, "added " + addFP, "", "", ""},
+		{[]string{"keys", "pending"}, 0, anonFP, "", addFP, ""},
+		{[]string{"keys", "label", "cam9", "site=lab,floor=2"}, 0, "floor=2,role=cam,site=lab (were role=cam", "", "", ""},
+		{[]string{"keys", "label", "cam9", "site="}, 0, ": floor=2,role=cam (were", "", "", ""},
+		{[]string{"keys", "label", pendFP, "zone=b", "--replace"}, 0, ": zone=b (were floor=2,role=cam", "", "", ""},
+		{[]string{"keys", "list"}, 0, "zone=b", "", "role=cam", ""},
+		{[]string{"keys", "label", "cam9", "--replace"}, 0, ": - (were zone=b", "", "", ""},
+		{[]string{"keys", "label", "nope", "a=b"}, 1, "", "no authorized key", "", ""},
+		{[]string{"keys", "label", "cam9", "a=b,c"}, 2, "", "not key=value", "", ""},
+		{[]string{"keys", "label", "cam9"}, 2, "", "bad usage", "", ""},
+		{[]string{"keys", "revoke", "cam9"}, 0, "revoked " + pendFP, "", "", ""},
+	} {
+		out, errs, code := admin(tc.args...)
+		if code != tc.wantCode || !strings.Contains(out, tc.want) || !strings.Contains(errs, tc.wantErr) ||
+			(tc.notOut != "" && strings.Contains(out, tc.notOut)) || (tc.notErr != "" && strings.Contains(errs, tc.notErr)) {
+			t.Errorf("%v: exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout with %q without %q, stderr with %q without %q",
+				tc.args, code, out, errs, tc.wantCode, tc.want, tc.notOut, tc.wantErr, tc.notErr)
+		}
+	}
+	// The label edits kept the key's line otherwise intact, and the revocation is remembered.
+	ak, _ := os.ReadFile(filepath.Join(dir, "keys", "authorized_keys"))
+	if !strings.Contains(string(ak), `name="stale" `+staleLine) || !strings.Contains(string(ak), `name="b" `+addLine) {
+		t.Errorf("authorized_keys after the edits:\n%s", ak)
+	}
+	b, _ = os.ReadFile(filepath.Join(state, "pending.json"))
+	var d struct {
+		Revoked []struct{ Fingerprint, Name string }
+	}
+	if err := json.Unmarshal(b, &d); err != nil || len(d.Revoked) != 1 || d.Revoked[0].Fingerprint != pendFP || d.Revoked[0].Name != "cam9" {
+		t.Errorf("revoked keys remembered: %+v (%v)", d.Revoked, err)
 	}
 }

@@ -27,21 +27,22 @@ type DownloadInput struct {
 
 // DownloadOutput is download_file's result.
 type DownloadOutput struct {
-	Edge      string `json:"edge" jsonschema:"the edge's name"`
-	Path      string `json:"path" jsonschema:"the file read on the edge"`
-	Size      int64  `json:"size" jsonschema:"the file's size on the edge in bytes"`
-	Bytes     int64  `json:"bytes" jsonschema:"bytes returned (or written to dest_path)"`
-	SHA256    string `json:"sha256" jsonschema:"SHA-256 of the bytes returned (lower-case hex), checked end to end"`
-	Truncated bool   `json:"truncated" jsonschema:"true when only the first max_bytes of the file were read"`
-	Encoding  string `json:"encoding" jsonschema:"how content is encoded: utf-8 for text, base64 for anything else; empty with dest_path"`
-	Content   string `json:"content" jsonschema:"the file's bytes (see encoding); empty with dest_path"`
-	DestPath  string `json:"dest_path" jsonschema:"where the file was saved on the gateway (inside FILES_DIR); empty when returned inline"`
+	Edge       string `json:"edge" jsonschema:"the edge's name"`
+	Path       string `json:"path" jsonschema:"the file read on the edge"`
+	Size       int64  `json:"size" jsonschema:"the file's size on the edge in bytes"`
+	Bytes      int64  `json:"bytes" jsonschema:"bytes returned (or written to dest_path)"`
+	SHA256     string `json:"sha256" jsonschema:"SHA-256 (lower-case hex) of the bytes returned or saved, checked end to end: of the first bytes only when truncated is true; compare file_sha256 with a checksum of the whole file"`
+	FileSHA256 string `json:"file_sha256" jsonschema:"SHA-256 (lower-case hex) of the whole file on the edge, even when truncated (the edge reads the rest only to hash it); empty when truncated and the file is larger than 256 MiB (not hashed, to bound the edge's work), when the file changed size while being read, or with an older edge"`
+	Truncated  bool   `json:"truncated" jsonschema:"true when only the first max_bytes of the file were read: content, bytes and sha256 are of that part"`
+	Encoding   string `json:"encoding" jsonschema:"how content is encoded: utf-8 for text, base64 for anything else; empty with dest_path"`
+	Content    string `json:"content" jsonschema:"the file's bytes (see encoding); empty with dest_path"`
+	DestPath   string `json:"dest_path" jsonschema:"where the file was saved on the gateway (inside FILES_DIR); empty when returned inline"`
 }
 
 func downloadTool() mcp.Tool {
 	return mcp.NewTool("download_file",
 		mcp.WithDescription("Read a file from an edge device, verified by SHA-256. Text comes back as UTF-8, anything else as base64 (see encoding). "+
-			"Inline content is capped (max_bytes, default the gateway's MAX_OUTPUT_BYTES; truncated tells if the file was longer). "+
+			"Inline content is capped (max_bytes, default the gateway's MAX_OUTPUT_BYTES; truncated tells if the file was longer, and then sha256 is of the part returned while file_sha256 is of the whole file). "+
 			"For large files pass dest_path to save the file into the gateway's FILES_DIR without passing it through the conversation. "+
 			"For a command's output use run_command; to write a file use upload_file."),
 		hints("Download a file from an edge", true, false, true, true),
@@ -91,7 +92,8 @@ func (h *handlers) downloadFile(ctx context.Context, req mcp.CallToolRequest, in
 		}
 		ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
 		c.end("ok", nil, ev)
-		out := DownloadOutput{Edge: c.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256, Truncated: res.Truncated}
+		out := DownloadOutput{Edge: c.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256, FileSHA256: res.FileSHA256,
+			Truncated: res.Truncated}
 		b := buf.Bytes()
 		if utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 {
 			out.Encoding, out.Content = "utf-8", string(b)
@@ -135,5 +137,5 @@ func (h *handlers) downloadFile(ctx context.Context, req mcp.CallToolRequest, in
 	ev.Bytes, ev.SHA256 = audit.Ptr(res.Sent), res.SHA256
 	c.end("ok", nil, ev)
 	return okResult(DownloadOutput{Edge: c.name, Path: res.Path, Size: res.Size, Bytes: res.Sent, SHA256: res.SHA256,
-		Truncated: res.Truncated, DestPath: rel})
+		FileSHA256: res.FileSHA256, Truncated: res.Truncated, DestPath: rel})
 }

@@ -3,7 +3,6 @@ package tools_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -129,7 +128,7 @@ func (e *fakeEdge) DeviceInfo(ctx context.Context, _ string, refresh bool) (prot
 }
 
 // The fake runs no jobs and serves no downloads: the real gateway's tests cover them.
-var errFake = errors.New("not served by the fake fleet")
+var errFake = protocol.Errorf(protocol.CodeUnsupported, "not served by the fake fleet")
 
 func (e *fakeEdge) Download(context.Context, string, protocol.DownloadParams, io.Writer) (protocol.DownloadResult, error) {
 	return protocol.DownloadResult{}, errFake

@@ -31,7 +31,7 @@ type JobOutput struct {
 	Edge       string   `json:"edge" jsonschema:"the edge the job runs on"`
 	Status     string   `json:"status" jsonschema:"running, exited, killed (cancelled or signalled), timed_out, or lost (the edge lost track of it, e.g. the device rebooted)"`
 	ExitCode   *int     `json:"exit_code,omitempty" jsonschema:"exit status once finished; -1 when killed by a signal; absent while running or when lost"`
-	Signal     string   `json:"signal" jsonschema:"the signal that killed the process, e.g. SIGKILL; empty otherwise"`
+	Signal     string   `json:"signal" jsonschema:"the signal that killed the process, e.g. SIGTERM or SIGKILL; for a cancelled job that exited by itself on SIGTERM, the signal sent; empty otherwise"`
 	Output     string   `json:"output" jsonschema:"stdout and stderr as produced, from byte offset since (invalid UTF-8 replaced)"`
 	NextSince  int64    `json:"next_since" jsonschema:"pass this as since in the next get_command to read only new output"`
 	OutputSize int64    `json:"output_size" jsonschema:"bytes of output the edge has recorded so far"`
@@ -91,7 +91,9 @@ func getCommandTool() mcp.Tool {
 
 func cancelCommandTool() mcp.Tool {
 	return mcp.NewTool("cancel_command",
-		mcp.WithDescription("Stop a running background job: its whole process group is killed (SIGKILL) and its status becomes killed. "+
+		mcp.WithDescription("Stop a running background job: its whole process group gets SIGTERM, so that it can clean up (a package manager finishes its step), "+
+			"and whatever still runs 10 seconds later gets SIGKILL; the call answers once the job ended (at most about 13 s). "+
+			"Its status becomes killed either way, with signal saying which signal ended it (SIGTERM, or SIGKILL after the grace; for a job that exited by itself on SIGTERM, the one sent). "+
 			"A finished job is left as it is. Its output stays readable with get_command."),
 		hints("Cancel a background job", false, true, true, false),
 		mcp.WithInputSchema[JobRefInput](),

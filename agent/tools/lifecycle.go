@@ -111,6 +111,8 @@ type PendingItem struct {
 	FirstAttempt  string `json:"first_attempt" jsonschema:"RFC 3339 UTC time of its first attempt"`
 	LastAttempt   string `json:"last_attempt" jsonschema:"RFC 3339 UTC time of its last attempt"`
 	Attempts      int    `json:"attempts" jsonschema:"attempts recorded (rate-limited, so a lower bound)"`
+	RevokedAt     string `json:"revoked_at" jsonschema:"when this key was revoked (RFC 3339 UTC), if it was authorized once: not a new device; empty otherwise"`
+	RevokedName   string `json:"revoked_name" jsonschema:"the name the key was bound to before it was revoked; empty otherwise"`
 }
 
 // PendingOutput is list_pending_edges' result.
@@ -138,8 +140,12 @@ func (k *keyAdmin) listPending(ctx context.Context, _ mcp.CallToolRequest, in Pe
 	}
 	out := PendingOutput{Pending: make([]PendingItem, 0, len(ps))}
 	for _, p := range ps {
-		out.Pending = append(out.Pending, PendingItem{Fingerprint: p.Fingerprint, RequestedName: p.RequestedName, RemoteAddr: p.RemoteAddr,
-			FirstAttempt: rfc3339(p.FirstAttempt), LastAttempt: rfc3339(p.LastAttempt), Attempts: p.Attempts})
+		item := PendingItem{Fingerprint: p.Fingerprint, RequestedName: p.RequestedName, RemoteAddr: p.RemoteAddr,
+			FirstAttempt: rfc3339(p.FirstAttempt), LastAttempt: rfc3339(p.LastAttempt), Attempts: p.Attempts}
+		if p.Revoked != nil {
+			item.RevokedAt, item.RevokedName = rfc3339(p.Revoked.RevokedAt), p.Revoked.Name
+		}
+		out.Pending = append(out.Pending, item)
 	}
 	return okResult(out)
 }

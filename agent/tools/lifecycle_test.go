@@ -28,7 +28,8 @@ func (a *adminFleet) RevokeKey(ref string) (gateway.KeyRevoked, error) {
 }
 
 func (a *adminFleet) PendingEdges() ([]gateway.PendingEdge, error) {
-	return []gateway.PendingEdge{{Fingerprint: "SHA256:p1", RequestedName: "cam9", RemoteAddr: "127.0.0.1:5", FirstAttempt: time.Unix(0, 0), LastAttempt: time.Unix(60, 0), Attempts: 2}}, nil
+	return []gateway.PendingEdge{{Fingerprint: "SHA256:p1", RequestedName: "cam9", RemoteAddr: "127.0.0.1:5", FirstAttempt: time.Unix(0, 0), LastAttempt: time.Unix(60, 0), Attempts: 2},
+		{Fingerprint: "SHA256:p2", RequestedName: "old", Revoked: &gateway.RevokedKey{Fingerprint: "SHA256:p2", Name: "cam3", RevokedAt: time.Unix(120, 0)}}}, nil
 }
 
 func (a *adminFleet) ApproveEdge(fp, name string, labels map[string]string) (gateway.KeyAdded, error) {
@@ -67,8 +68,12 @@ func TestKeyLifecycleTools(t *testing.T) {
 		{"revoke_edge_key", map[string]any{"token": "bad", "edge": "cam1"}, nil, "wrong provisioning token", nil},
 		{"list_pending_edges", map[string]any{"token": "tok"}, nil, "", func(t *testing.T, _ *adminFleet, out map[string]any) {
 			p := out["pending"].([]any)
-			if len(p) != 1 || p[0].(map[string]any)["requested_name"] != "cam9" || p[0].(map[string]any)["last_attempt"] != "1970-01-01T00:01:00Z" {
+			if len(p) != 2 || p[0].(map[string]any)["requested_name"] != "cam9" || p[0].(map[string]any)["last_attempt"] != "1970-01-01T00:01:00Z" ||
+				p[0].(map[string]any)["revoked_at"] != "" {
 				t.Fatalf("pending = %v", p)
+			}
+			if r := p[1].(map[string]any); r["revoked_at"] != "1970-01-01T00:02:00Z" || r["revoked_name"] != "cam3" {
+				t.Errorf("a revoked key is not shown as revoked: %v", r)
 			}
 		}},
 		{"approve_edge", map[string]any{"token": "tok", "fingerprint": "SHA256:p1", "name": "Cam9", "labels": map[string]any{"role": "cam"}}, nil, "", func(t *testing.T, a *adminFleet, out map[string]any) {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
@@ -19,8 +21,9 @@ import (
 // downloadChunk is the read size for downloads (large reads are measurably faster).
 const downloadChunk = protocol.MaxDataFrame
 
-// download sends up to MaxBytes of a regular file as data frames, then its size and the
-// SHA-256 of what was sent. The file is opened through an os.Root on the download directory
+// download sends up to MaxBytes of a regular file as data frames, then its size, the
+// SHA-256 of what was sent and, reading on to the end of a truncated file of at most
+// protocol.MaxFileHash bytes, the whole file's SHA-256. The file is opened through an os.Root on the download directory
 // (EDGE_DOWNLOAD_DIRS or "/", narrowed by the request's Within: see confine), so no "..",
 // symlink or rename race leads out of it, and the edge's key and state directory are
 // refused by identity (device and inode), not by name.
@@ -44,7 +47,7 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 	// the file inside it: a symlinked EDGE_STATE_DIR or a rename cannot lead into the state.
 	dir, err := root.OpenRoot(path.Dir(cf.rel))
 	if err != nil {
-		return nil, fsError("open directory "+filepath.Dir(clean), err)
+		return nil, fileError(clean, err)
 	}
 	defer dir.Close()
 	if why := s.protectedDir(dir, s.downloads()); why != "" {
@@ -52,12 +55,12 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 	}
 	f, err := dir.OpenFile(path.Base(cf.rel), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, fsError("open "+clean, err)
+		return nil, fileError(clean, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fsError("stat "+clean, err)
+		return nil, fileError(clean, err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, protocol.Errorf(protocol.CodePolicy, "%s is a %s, not a regular file", clean, kind(fi.Mode()))
@@ -97,7 +100,61 @@ func (s *Server) download(ctx context.Context, c *call) (any, error) {
 	}
 	res.SHA256 = hex.EncodeToString(h.Sum(nil))
 	res.Truncated = res.Sent < res.Size
+	switch {
+	case !res.Truncated:
+		res.FileSHA256 = res.SHA256
+	case res.Sent == limit && res.Size <= protocol.MaxFileHash:
+		// Read on to the end (the size when opened) for the whole file's hash; the bytes
+		// already hashed are the file's first ones, so h goes on from there.
+		if n, err := copyCtx(ctx, h, io.LimitReader(f, res.Size-res.Sent), buf); err == nil && res.Sent+n == res.Size {
+			res.FileSHA256 = hex.EncodeToString(h.Sum(nil))
+		}
+	}
 	return res, nil
+}
+
+// copyCtx copies r into w through buf until EOF or ctx is done.
+func copyCtx(ctx context.Context, w io.Writer, r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		m, err := r.Read(buf)
+		w.Write(buf[:m])
+		n += int64(m)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// fileError is the one-line error for a file that cannot be opened or read, naming the
+// path as the caller gave it and never the syscall (openat, fstat) or the relative path
+// it was opened by inside the download directory.
+func fileError(clean string, err error) error {
+	var errno syscall.Errno
+	errors.As(err, &errno)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return protocol.Errorf(protocol.CodeNotFound, "no such file: %s", clean)
+	case errno == syscall.ENOTDIR, strings.HasSuffix(err.Error(), "not a directory"): // os.Root's OpenRoot has no errno
+		return protocol.Errorf(protocol.CodeNotFound, "no such file: %s (a directory on the way is a file)", clean)
+	case errors.Is(err, fs.ErrPermission):
+		return protocol.Errorf(protocol.CodePolicy, "permission denied: %s (the edge service's user may not read it)", clean)
+	case errno == syscall.EISDIR:
+		return protocol.Errorf(protocol.CodePolicy, "%s is a directory, not a regular file", clean)
+	case errno == syscall.ELOOP:
+		return protocol.Errorf(protocol.CodePolicy, "%s: too many levels of symbolic links", clean)
+	case strings.Contains(err.Error(), "escapes from parent"), strings.Contains(err.Error(), "path escapes"):
+		return protocol.Errorf(protocol.CodePolicy, "%s: path leaves the allowed directory (through a symbolic link)", clean)
+	case errno != 0:
+		return protocol.Errorf(protocol.CodeIO, "cannot read %s: %s", clean, errno.Error())
+	}
+	return protocol.Errorf(protocol.CodeIO, "cannot read %s", clean)
 }
 
 // protectedFile reports whether an opened file is the edge's key or lies in its state

@@ -74,3 +74,58 @@ func TestDownload(t *testing.T) {
 		})
 	}
 }
+
+// TestDownloadFileHashAndErrors: a truncated download also reports the whole file's
+// SHA-256 (file_sha256), and a file that cannot be read is named in one line without the
+// syscall (openat, fstat) or the relative path it was opened by.
+func TestDownloadFileHashAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	content := strings.Repeat("abcdefghij", 300000) // 3 MB: the rest is read past several chunks
+	if err := os.WriteFile(filepath.Join(dir, "big"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "locked"), []byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "plain"), []byte("x"), 0o644)
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	sum := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	for _, tc := range []struct {
+		name, path string
+		max        int64
+		code, msg  string // for a refusal: the exact message
+		sha, file  string
+		rootSkips  bool // root reads any file
+	}{
+		{"truncated: both hashes", filepath.Join(dir, "big"), 1 << 20, "", "", sum(content[:1<<20]), sum(content), false},
+		{"whole file: the same hash twice", filepath.Join(dir, "big"), 1 << 30, "", "", sum(content), sum(content), false},
+		{"missing file", filepath.Join(dir, "nope"), 10, protocol.CodeNotFound, "no such file: " + filepath.Join(dir, "nope"), "", "", false},
+		{"missing directory", filepath.Join(dir, "no/such"), 10, protocol.CodeNotFound, "no such file: " + filepath.Join(dir, "no/such"), "", "", false},
+		{"file as a directory", filepath.Join(dir, "plain/x"), 10, protocol.CodeNotFound,
+			"no such file: " + filepath.Join(dir, "plain/x") + " (a directory on the way is a file)", "", "", false},
+		{"directory", filepath.Join(dir, "sub"), 10, protocol.CodePolicy, filepath.Join(dir, "sub") + " is a directory, not a regular file", "", "", false},
+		{"unreadable", filepath.Join(dir, "locked"), 10, protocol.CodePolicy,
+			"permission denied: " + filepath.Join(dir, "locked") + " (the edge service's user may not read it)", "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.rootSkips && os.Geteuid() == 0 {
+				t.Skip("root reads a file of mode 0")
+			}
+			h := newHarness(t, Config{DownloadDirs: []string{dir}})
+			var res protocol.DownloadResult
+			o := h.open(protocol.MethodDownload, protocol.DownloadParams{Path: tc.path, MaxBytes: tc.max}).wait(&res)
+			if o.code() != tc.code {
+				t.Fatalf("code %q (%v), want %q", o.code(), o.err, tc.code)
+			}
+			if tc.code != "" {
+				if o.err.Message != tc.msg {
+					t.Errorf("message %q, want %q", o.err.Message, tc.msg)
+				}
+				return
+			}
+			if res.SHA256 != tc.sha || res.FileSHA256 != tc.file {
+				t.Errorf("sha256 %s file_sha256 %q, want %s %s", res.SHA256, res.FileSHA256, tc.sha, tc.file)
+			}
+		})
+	}
+}

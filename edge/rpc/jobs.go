@@ -190,7 +190,36 @@ func (s *Server) startSupervisor(dir string) error {
 	}
 }
 
-// jobCancel kills a running job's process group and waits briefly for its end to be recorded.
+// jobCancelGrace is how long a cancelled job has, after SIGTERM to its process group, to
+// end by itself before the group is killed (SIGKILL). A variable for tests.
+var jobCancelGrace = 10 * time.Second
+
+// jobCancelRecord is the journal's cancel file: the signal last sent to the job's group,
+// and when the supervisor kills what is left of the group if it still runs (for a leader
+// that ended on SIGTERM while others of its group ignored it). An empty file (written by an
+// older edge) means SIGKILL at once.
+type jobCancelRecord struct {
+	Signal string    `json:"signal"`
+	KillAt time.Time `json:"kill_at"`
+}
+
+// readCancel reads the cancel file of dir; ok is false when the job was not cancelled.
+func readCancel(dir string) (rec jobCancelRecord, ok bool) {
+	p := filepath.Join(dir, jobCancelFile)
+	if !exists(p) {
+		return rec, false
+	}
+	if err := readJSONFile(p, &rec); err != nil || rec.Signal == "" {
+		rec = jobCancelRecord{Signal: "SIGKILL"}
+	}
+	return rec, true
+}
+
+// jobCancel stops a running job: SIGTERM to its process group, jobCancelGrace for it to end,
+// then SIGKILL to the group if its leader still runs, and a short wait for the supervisor to
+// record the end. Each signal goes only to a group verifiably this job's (verifyJobGroup,
+// checked again before SIGKILL); the supervisor kills, at the same deadline, what is left of
+// the group once the leader is gone.
 func (s *Server) jobCancel(id string) (protocol.JobStatus, error) {
 	dir := filepath.Join(s.jobsDir(), id)
 	st, err := s.jobRead(id, 0, 0)
@@ -201,23 +230,41 @@ func (s *Server) jobCancel(id string) (protocol.JobStatus, error) {
 	if err := readJSONFile(filepath.Join(dir, jobPidFile), &rec); err != nil {
 		return st, protocol.Errorf(protocol.CodeIO, "job %s has no recorded process group: %v", id, err)
 	}
-	// The pid file is not enough: kill only a group that is verifiably this job's.
+	// The pid file is not enough: signal only a group that is verifiably this job's.
 	if err := verifyJobGroup(dir, rec); err != nil {
 		s.log.Warn("job cancel refused: the recorded process group is not the job's", "job", id, "pgid", rec.Pgid, "err", err)
 		return st, protocol.Errorf(protocol.CodeIO, "job %s: refusing to kill process group %d: %v", id, rec.Pgid, err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, jobCancelFile), nil, 0o600); err != nil {
+	grace := jobCancelGrace
+	cancelPath := filepath.Join(dir, jobCancelFile)
+	if err := writeJSONFile(cancelPath, jobCancelRecord{Signal: "SIGTERM", KillAt: time.Now().Add(grace).UTC()}); err != nil {
 		return st, protocol.Errorf(protocol.CodeIO, "job %s: %v", id, err)
 	}
-	_ = syscall.Kill(-rec.Pgid, syscall.SIGKILL)
-	deadline := time.Now().Add(jobCancelWait)
-	for time.Now().Before(deadline) {
+	_ = syscall.Kill(-rec.Pgid, syscall.SIGTERM)
+	s.log.Info("job cancel: SIGTERM sent to its process group", "job", id, "pgid", rec.Pgid, "grace", grace)
+	if !waitExit(dir, grace) && verifyJobGroup(dir, rec) == nil {
+		if err := writeJSONFile(cancelPath, jobCancelRecord{Signal: "SIGKILL", KillAt: time.Now().UTC()}); err != nil {
+			s.log.Warn("job cancel: cannot update the cancel record", "job", id, "err", err)
+		}
+		_ = syscall.Kill(-rec.Pgid, syscall.SIGKILL)
+		s.log.Info("job cancel: still running after the grace: SIGKILL sent", "job", id, "pgid", rec.Pgid)
+	}
+	waitExit(dir, jobCancelWait)
+	return s.jobRead(id, 0, 0)
+}
+
+// waitExit polls for the job's recorded end for at most d, reporting whether it came.
+func waitExit(dir string, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
 		if _, ok := readExit(dir); ok {
-			break
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return s.jobRead(id, 0, 0)
 }
 
 // jobList lists the journals, newest first, after pruning expired ones.

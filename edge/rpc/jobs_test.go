@@ -140,8 +140,8 @@ func TestJobCancelAndLost(t *testing.T) {
 	if o := h.open(protocol.MethodJobCancel, protocol.JobRef{ID: st.ID}).wait(&cancelled); o.err != nil {
 		t.Fatal(o.err)
 	}
-	if cancelled.Status != protocol.JobKilled || cancelled.Signal != "SIGKILL" {
-		t.Errorf("after cancel: %+v", cancelled)
+	if cancelled.Status != protocol.JobKilled || cancelled.Signal != "SIGTERM" {
+		t.Errorf("after cancel: %+v, want killed by SIGTERM", cancelled)
 	}
 	// Killed processes are reaped by their parent or init: allow a moment for that.
 	gone := false
@@ -264,4 +264,67 @@ func readPid(t *testing.T, dir string) jobPid {
 		t.Fatal(err)
 	}
 	return rec
+}
+
+// TestJobCancelGrace: cancel sends SIGTERM to the job's process group and SIGKILL only to
+// what still runs after the grace; the status is killed either way, with the signal.
+func TestJobCancelGrace(t *testing.T) {
+	defer func(g time.Duration) { jobCancelGrace = g }(jobCancelGrace)
+	jobCancelGrace = time.Second
+	for _, tc := range []struct {
+		name       string
+		command    string
+		wantSignal string
+		wantExit   int
+		wantOutput string        // how the output ends
+		min, max   time.Duration // how long cancel takes
+	}{
+		{"ends on SIGTERM", "trap 'echo cleaned up; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
+			"SIGTERM", 0, "cleaned up\n", 0, 900 * time.Millisecond},
+		{"ignores SIGTERM", "trap '' TERM; echo ready; while :; do sleep 0.05; done",
+			"SIGKILL", -1, "ready\n", time.Second, 5 * time.Second},
+		{"leader ends, a child ignores SIGTERM", "(trap '' TERM; exec sleep 30) & echo ready; wait",
+			"SIGTERM", -1, "ready\n", 900 * time.Millisecond, 5 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{AllowShell: true})
+			st, o := h.startJob(protocol.JobStartParams{Exec: protocol.ExecParams{Command: tc.command}})
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(h.getJob(st.ID, 0, 100).Output), "ready"); {
+				if time.Now().After(deadline) {
+					t.Fatal("the job never got ready")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			pgid := readPid(t, filepath.Join(h.cfg.StateDir, jobsDirName, st.ID)).Pgid
+			start := time.Now()
+			var got protocol.JobStatus
+			if o := h.open(protocol.MethodJobCancel, protocol.JobRef{ID: st.ID}).wait(&got); o.err != nil {
+				t.Fatal(o.err)
+			}
+			took := time.Since(start)
+			if got.Status != protocol.JobKilled || got.Signal != tc.wantSignal || got.ExitCode == nil || *got.ExitCode != tc.wantExit {
+				t.Errorf("after cancel: status %s signal %q exit %v, want killed, %s, %d", got.Status, got.Signal, got.ExitCode, tc.wantSignal, tc.wantExit)
+			}
+			if out := string(h.getJob(st.ID, 0, 100).Output); !strings.HasSuffix(out, tc.wantOutput) {
+				t.Errorf("output %q, want %q", out, tc.wantOutput)
+			}
+			if took < tc.min || took > tc.max {
+				t.Errorf("cancel took %s, want within [%s, %s]", took, tc.min, tc.max)
+			}
+			gone := false
+			for range 100 {
+				if gone = syscall.Kill(-pgid, 0) != nil; gone {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !gone {
+				syscall.Kill(-pgid, syscall.SIGKILL)
+				t.Errorf("process group %d still exists after cancel", pgid)
+			}
+		})
+	}
 }

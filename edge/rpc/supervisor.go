@@ -161,6 +161,11 @@ func supervise(dir string, status *os.File) int {
 		copyJournal(out, pr, spec.MaxOutput, filepath.Join(dir, jobTruncFile))
 	}()
 	waitErr := cmd.Wait()
+	cancel, cancelled := readCancel(dir)
+	if cancelled {
+		killStragglers(dir, pgid)
+		cancel, _ = readCancel(dir)
+	}
 	// Grandchildren may keep the pipe open: give them a moment, then stop reading.
 	select {
 	case <-copied:
@@ -183,14 +188,41 @@ func supervise(dir string, status *os.File) int {
 	switch {
 	case timedOut.Load():
 		ex.Status = protocol.JobTimedOut
-	case exists(filepath.Join(dir, jobCancelFile)) && ex.Signal != "":
+	case cancelled && ps != nil:
+		// Cancelled: killed, whether the signal ended it or it ended by itself on SIGTERM;
+		// the signal is the one that ended it, else the one last sent.
 		ex.Status = protocol.JobKilled
+		if ex.Signal == "" {
+			ex.Signal = cancel.Signal
+		}
 	}
 	if err := writeJSONFile(filepath.Join(dir, jobExitFile), ex); err != nil {
 		fmt.Fprintf(os.Stderr, "job-supervise: %v\n", err)
 		return 1
 	}
 	return 0
+}
+
+// killStragglers is the supervisor's part of a cancel once the job's leader has ended: the
+// rest of its process group has until the cancel record's kill_at to end (the leader may
+// have ended on SIGTERM while others ignore it), then gets SIGKILL. The supervisor, parent of
+// the reaped leader, may signal the group without the edge's checks: Linux does not reuse
+// a pid as long as it names a process group with members, and an empty group is no target.
+func killStragglers(dir string, pgid int) {
+	for {
+		if syscall.Kill(-pgid, 0) != nil {
+			return // the group is empty
+		}
+		rec, _ := readCancel(dir)
+		if rec.Signal == "SIGKILL" || !time.Now().Before(rec.KillAt) {
+			if rec.Signal != "SIGKILL" {
+				_ = writeJSONFile(filepath.Join(dir, jobCancelFile), jobCancelRecord{Signal: "SIGKILL", KillAt: time.Now().UTC()})
+			}
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // copyJournal copies r into the output file up to max bytes, then drains r (so the process

@@ -13,6 +13,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -61,6 +62,7 @@ func Run(ctx context.Context, cfg Config, serve func(ctx context.Context, stream
 		stable = defaultStable
 	}
 	bo := newBackoff(cfg.BackoffMax)
+	nt := newNotices(cfg, stable)
 	for ctx.Err() == nil {
 		for _, addr := range cfg.Gateways {
 			start := time.Now()
@@ -70,7 +72,11 @@ func Run(ctx context.Context, cfg Config, serve func(ctx context.Context, stream
 			}
 			up := time.Since(start)
 			if err != nil {
-				log.Warn("gateway connection ended", "gateway", addr, "err", err, "up", up.Round(time.Millisecond))
+				level := slog.LevelWarn
+				if nt.explain(addr, err, up, log) {
+					level = slog.LevelDebug // explained at most once a minute instead
+				}
+				log.Log(ctx, level, "gateway connection ended", "gateway", addr, "err", err, "up", up.Round(time.Millisecond))
 			}
 			if up >= stable {
 				bo.reset()
@@ -193,7 +199,17 @@ func (c clientConn) run(ctx context.Context, interval time.Duration, hello []byt
 	defer wg.Wait()
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Go(func() { ssh.DiscardRequests(c.reqs) })
+	var replaced atomic.Bool
+	wg.Go(func() {
+		for r := range c.reqs {
+			if r.Type == ReplacedRequest {
+				replaced.Store(true)
+			}
+			if r.WantReply {
+				_ = r.Reply(false, nil)
+			}
+		}
+	})
 	wg.Go(func() {
 		for nch := range c.chans {
 			_ = nch.Reject(ssh.Prohibited, "an edge accepts no channels")
@@ -226,10 +242,12 @@ func (c clientConn) run(ctx context.Context, interval time.Duration, hello []byt
 	case ctx.Err() != nil:
 		log.Info("disconnected from gateway: shutting down")
 		return nil
+	case replaced.Load():
+		return errReplaced
 	case kaErr != nil:
 		return kaErr
 	}
-	return errors.New("gateway closed the connection")
+	return errClosedByGateway
 }
 
 // openTunnel opens the tunnel channel and the yamux session over it; wg gets the goroutine

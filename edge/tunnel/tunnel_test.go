@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -52,6 +53,8 @@ type fakeGateway struct {
 	hellos      chan protocol.Hello
 	versions    chan string
 	dropAfter   bool // close each connection right after the hello
+	replace     bool // with dropAfter: say "replaced" (ReplacedRequest) before closing
+	refuseKeys  bool // authorize no key, as for an unknown edge key
 	noKeepalive bool // hold keepalive requests without answering
 	wg          sync.WaitGroup
 	mu          sync.Mutex
@@ -73,6 +76,9 @@ func (g *fakeGateway) serve() {
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(c ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
 			g.authCalls.Add(1)
+			if g.refuseKeys {
+				return nil, errors.New("not authorized")
+			}
 			return &ssh.Permissions{}, nil
 		},
 	}
@@ -127,6 +133,9 @@ func (g *fakeGateway) handle(c net.Conn, cfg *ssh.ServerConfig) {
 		g.wg.Go(func() { ssh.DiscardRequests(creqs) })
 		g.hellos <- h
 		if g.dropAfter {
+			if g.replace {
+				_, _, _ = sc.SendRequest(ReplacedRequest, false, nil)
+			}
 			return
 		}
 		sess, err := yamux.Client(ch, protocol.YamuxConfig(quietLog()))

@@ -74,7 +74,16 @@ type DownloadResult struct {
 	SHA256    string `json:"sha256"`    // of the bytes sent, lower-case hex
 	Truncated bool   `json:"truncated"` // Sent < Size (max_bytes reached)
 	Mode      string `json:"mode"`      // octal permission bits, e.g. "0644"
+	// FileSHA256 is the SHA-256 of the whole file (lower-case hex): equal to SHA256 when the
+	// whole file was sent; when it was truncated the edge reads on to the end to compute it,
+	// up to MaxFileHash bytes. Empty when the file is larger than that, when it changed size
+	// while being read, or from an edge older than this field.
+	FileSHA256 string `json:"file_sha256,omitempty"`
 }
+
+// MaxFileHash bounds the file an edge reads to the end only to hash it (DownloadResult's
+// FileSHA256 of a truncated download): 256 MiB, a few seconds on a small ARM board.
+const MaxFileHash = 256 << 20
 
 // AppendFrame appends one encoded frame to dst and returns it; with enough capacity in dst
 // it does not allocate (bulk senders reuse one buffer).
