@@ -28,7 +28,9 @@ var ErrNoSSHD = errors.New("no " + SSHDPath + " (apt-get install -y openssh-serv
 
 // SSHD is a Debian OpenSSH server on 127.0.0.1 with its own config, host key and
 // authorized_keys under Dir, never the system's: the device of forward-mode tests. It lets in
-// the current user with the keys it was started with, and serves SFTP.
+// the current user with the keys it was started with, and serves SFTP. Its sessions start with
+// SHLVL=1, so bash skips the user's ~/.bashrc (on this kind of machine it adds about 120-230 ms
+// to every command, the same on every SSH path; docs/BENCHMARKS.md rows b1/b2).
 type SSHD struct {
 	Dir     string
 	Addr    string        // host:port it listens on
@@ -101,6 +103,7 @@ AllowUsers %s
 Subsystem sftp /usr/lib/openssh/sftp-server
 MaxStartups 100
 LogLevel VERBOSE
+SetEnv SHLVL=1
 `, port, hk, akFile, filepath.Join(dir, "sshd.pid"), u.Username)
 	if err := os.WriteFile(s.cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
