@@ -186,6 +186,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		if err != nil {
 			return err
 		}
+		gw.SetAgentlessServer(fwd.ServeAgentless) // agentless reverse tunnels (GATEWAY_MODE=both)
 		fwdDone := make(chan struct{})
 		go func() { defer close(fwdDone); fwd.Run(sshCtx) }()
 		defer func() {

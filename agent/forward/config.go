@@ -2,6 +2,8 @@ package forward
 
 import (
 	"bytes"
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -38,9 +40,28 @@ type Entry struct {
 	// gives only a fingerprint.
 	HostKey ssh.PublicKey
 	// Fingerprint is the SHA256:… fingerprint of the pinned host key; it is the edge's
-	// fingerprint in get_status.
+	// fingerprint in get_status unless ID is set.
 	Fingerprint string
+
+	// The fields below are never read from the file: an agentless edge (ServeAgentless)
+	// fills them from its authorized_keys line and its reverse tunnel.
+
+	// Dial, when set, opens the connection to the device instead of dialling Address.
+	Dial func(ctx context.Context) (net.Conn, error)
+	// Kind is the edge's kind in get_status; "" means Kind (forward).
+	Kind string
+	// ID is the edge's fingerprint in get_status and the audit log when it is not the host
+	// key's (an agentless edge: its authorized key).
+	ID string
+	// PinSource names where the pin is configured, for error messages; "" is the file.
+	PinSource string
 }
+
+// id is the edge's fingerprint in get_status, audit and resolution.
+func (e *Entry) id() string { return cmp.Or(e.ID, e.Fingerprint) }
+
+// kind is the edge's kind in get_status.
+func (e *Entry) kind() string { return cmp.Or(e.Kind, Kind) }
 
 // rawEntry is one list item as written in the file.
 type rawEntry struct {

@@ -45,14 +45,14 @@
 // command -v), and parses it (ParseProbe); tool versions and pending updates are not probed.
 // Jobs need the companion: the job calls fail with CodeUnsupported.
 //
-// # Not here: agentless reverse tunnels
+// # Agentless reverse tunnels
 //
-// SPEC §9's second mode (a device runs plain `ssh -N -R 22:localhost:22 -p 2222 gateway`)
-// belongs in agent/gateway's SSH server: accept a key marked agentless (with user= and
-// host_key= options) for exactly one tcpip-forward request and nothing else (no session, no
-// direct-tcpip, no second forward), and instead of listening, keep the forward as a virtual
-// listener; then dial the device's sshd through a forwarded-tcpip channel opened on that
-// connection and run this package's client side over it. Options.Dial is the seam: a fleet
-// whose Dial opens that channel instead of a TCP connection is served by the same code (per
-// host it would become a field of Entry, filled from the authorized_keys line, not the file).
+// SPEC §9's second mode: a device runs plain `ssh -N -R 22:localhost:22 -p 2222 gateway` with
+// a key whose authorized_keys line is marked agentless,user="…",host_key="SHA256:…". The
+// gateway's SSH server (agent/gateway, agentless.go) accepts exactly that one tcpip-forward,
+// listens on nothing, refuses everything else, and hands the tunnel to
+// Fleet.ServeAgentless (wired with gateway.Gateway.SetAgentlessServer). That serves it as a
+// host like those of the file, whose Entry.Dial opens a forwarded-tcpip channel on the
+// device's connection instead of a TCP connection: the same client key, pinning, exec, SFTP
+// and probe. The gateway lists and resolves these edges (kind agentless), not the Fleet.
 package forward

@@ -27,8 +27,9 @@ var _ gateway.Edge = (*Edge)(nil)
 // Name implements gateway.Edge.
 func (e *Edge) Name() string { return e.h.entry.Name }
 
-// Fingerprint implements gateway.Edge: the pinned host key's SHA256 fingerprint.
-func (e *Edge) Fingerprint() string { return e.h.entry.Fingerprint }
+// Fingerprint implements gateway.Edge: the pinned host key's SHA256 fingerprint (an agentless
+// edge's: its authorized key's).
+func (e *Edge) Fingerprint() string { return e.h.entry.id() }
 
 // Labels implements gateway.Edge: the labels of the forward edges file, never nil.
 func (e *Edge) Labels() map[string]string { return e.labels }
@@ -36,8 +37,8 @@ func (e *Edge) Labels() map[string]string { return e.labels }
 // Connected implements gateway.Edge.
 func (e *Edge) Connected() bool { return e.h.connected() }
 
-// Kind is always forward.Kind.
-func (e *Edge) Kind() string { return Kind }
+// Kind is forward.Kind, or gateway.KindAgentless for an agentless edge.
+func (e *Edge) Kind() string { return e.h.entry.kind() }
 
 func (e *Edge) noJobs() error {
 	return protocol.Errorf(CodeUnsupported,

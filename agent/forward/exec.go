@@ -138,9 +138,44 @@ type run struct {
 	errCap  *cappedOut
 }
 
+// Session opens refused by the device are retried this long: sshd frees a closed session a
+// moment after the client sees it closed, so calls in quick succession can find its MaxSessions
+// (10 per connection) still taken although fewer are open.
+const (
+	sessionRetryFor   = time.Second
+	sessionRetryFirst = 5 * time.Millisecond
+)
+
+// openSession opens a session channel, retrying a refusal briefly (see retryRefused).
+func openSession(c *conn) (ssh.Channel, <-chan *ssh.Request, error) {
+	var reqs <-chan *ssh.Request
+	ch, err := retryRefused(func() (ssh.Channel, error) {
+		ch, r, err := c.client.OpenChannel("session", nil)
+		reqs = r
+		return ch, err
+	})
+	return ch, reqs, err
+}
+
+// retryRefused calls open until it succeeds or fails otherwise than by the device refusing
+// the channel, for at most sessionRetryFor, with growing pauses.
+func retryRefused[T any](open func() (T, error)) (T, error) {
+	deadline := time.Now().Add(sessionRetryFor)
+	pause := sessionRetryFirst
+	for {
+		v, err := open()
+		var oce *ssh.OpenChannelError
+		if err == nil || !errors.As(err, &oce) || time.Now().Add(pause).After(deadline) {
+			return v, err
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
 // startRun opens a session channel, sends the exec request and starts the readers.
 func (e *Edge) startRun(c *conn, line string, stdin io.Reader, out func(protocol.FrameType, []byte), max int64) (*run, error) {
-	ch, reqs, err := c.client.OpenChannel("session", nil)
+	ch, reqs, err := openSession(c)
 	if err != nil {
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) {
@@ -436,7 +471,7 @@ func killGroup(c *conn, pg int, single bool, d time.Duration) error {
 	}
 	done := make(chan error, 1)
 	go func() {
-		s, err := c.client.NewSession()
+		s, err := retryRefused(c.client.NewSession)
 		if err != nil {
 			done <- fmt.Errorf("open kill session: %w", err)
 			return

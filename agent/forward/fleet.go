@@ -102,7 +102,7 @@ const (
 type Event struct {
 	Kind        EventKind
 	Edge        string // "" for reload events
-	Fingerprint string // the pinned host key
+	Fingerprint string // the pinned host key (an agentless edge's: its authorized key)
 	Address     string
 	Err         error // why, for failures
 }

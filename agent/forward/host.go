@@ -92,7 +92,7 @@ func (h *host) current() (*conn, error) {
 	if why == "" {
 		why = "not connected yet"
 	}
-	return nil, fmt.Errorf("%w: %s (forward, %s): %s", gateway.ErrEdgeOffline, h.entry.Name, h.entry.Address, why)
+	return nil, fmt.Errorf("%w: %s (%s, %s): %s", gateway.ErrEdgeOffline, h.entry.Name, h.entry.kind(), h.entry.Address, why)
 }
 
 func (h *host) connected() bool {
@@ -188,7 +188,13 @@ func (h *host) dial(ctx context.Context) (*conn, error) {
 	opts := h.f.opts
 	dctx, cancel := context.WithTimeout(ctx, opts.DialTimeout)
 	defer cancel()
-	nc, err := opts.Dial(dctx, "tcp", h.entry.Address)
+	var nc net.Conn
+	var err error
+	if h.entry.Dial != nil {
+		nc, err = h.entry.Dial(dctx)
+	} else {
+		nc, err = opts.Dial(dctx, "tcp", h.entry.Address)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", h.entry.Address, err)
 	}
@@ -214,7 +220,7 @@ func (h *host) dial(ctx context.Context) (*conn, error) {
 		h.mu.Unlock()
 		if what != nil {
 			return nil, fmt.Errorf("%w: %s offered %s, pinned %s; not authenticating (if the device's key changed on purpose, update host_key in %s)",
-				ErrHostKeyMismatch, h.entry.Address, *what, h.entry.Fingerprint, h.f.path)
+				ErrHostKeyMismatch, h.entry.Address, *what, h.entry.Fingerprint, cmp.Or(h.entry.PinSource, h.f.path))
 		}
 		return nil, fmt.Errorf("ssh %s@%s: %s", h.entry.User, h.entry.Address, trimSSH(err))
 	}
@@ -346,7 +352,7 @@ func (h *host) up(c *conn) {
 	h.conn, h.since, h.lastSeen, h.lastErr, h.mismatch = c, now, now, "", false
 	h.version = strings.TrimPrefix(string(c.client.ServerVersion()), "SSH-2.0-")
 	h.mu.Unlock()
-	h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.Fingerprint, Kind: EventConnected, Address: h.entry.Address})
+	h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.id(), Kind: EventConnected, Address: h.entry.Address})
 	h.f.changed()
 }
 
@@ -357,7 +363,7 @@ func (h *host) down(c *conn) {
 		h.lastErr = "connection lost; reconnecting"
 	}
 	h.mu.Unlock()
-	h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.Fingerprint, Kind: EventDisconnected, Address: h.entry.Address})
+	h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.id(), Kind: EventDisconnected, Address: h.entry.Address})
 	h.f.changed()
 }
 
@@ -369,11 +375,11 @@ func (h *host) fail(err error) {
 	h.lastErr = err.Error()
 	h.mu.Unlock()
 	if errors.Is(err, ErrHostKeyMismatch) {
-		h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.Fingerprint, Kind: EventHostKeyMismatch, Address: h.entry.Address, Err: err})
+		h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.id(), Kind: EventHostKeyMismatch, Address: h.entry.Address, Err: err})
 		return
 	}
 	if !repeat {
-		h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.Fingerprint, Kind: EventDialFailed, Address: h.entry.Address, Err: err})
+		h.f.event(Event{Edge: h.entry.Name, Fingerprint: h.entry.id(), Kind: EventDialFailed, Address: h.entry.Address, Err: err})
 	}
 }
 
@@ -406,7 +412,7 @@ func (h *host) status() gateway.EdgeStatus {
 	defer h.mu.Unlock()
 	st := gateway.EdgeStatus{
 		Name:           h.entry.Name,
-		Fingerprint:    h.entry.Fingerprint,
+		Fingerprint:    h.entry.id(),
 		Connected:      h.conn != nil,
 		Labels:         cloneLabels(h.labels),
 		ReportedLabels: map[string]string{},
@@ -414,7 +420,7 @@ func (h *host) status() gateway.EdgeStatus {
 		LastSeen:       h.lastSeen,
 		EdgeVersion:    h.version,
 		InFlight:       int(h.inFlight.Load()),
-		Kind:           Kind,
+		Kind:           h.entry.kind(),
 	}
 	if h.conn == nil {
 		st.Problem = cmp.Or(h.lastErr, "not connected yet")

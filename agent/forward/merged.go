@@ -28,12 +28,18 @@ func (m *Merged) Edges(connectedOnly bool) []gateway.EdgeStatus {
 	return out
 }
 
-// Kind says which kind of edge a name or fingerprint is: Kind ("forward") or "companion".
+// Kind says which kind of edge a name or fingerprint is: Kind ("forward"),
+// gateway.KindAgentless or gateway.KindCompanion.
 func (m *Merged) Kind(ref string) string {
 	if m.Forward.Has(ref) {
 		return Kind
 	}
-	return "companion"
+	if e, err := m.Gateway.Edge(ref); err == nil {
+		if k, ok := e.(interface{ Kind() string }); ok {
+			return k.Kind()
+		}
+	}
+	return gateway.KindCompanion
 }
 
 // Edge resolves ref among the forward edges and the companion ones.

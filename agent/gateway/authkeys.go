@@ -39,12 +39,17 @@ type authKey struct {
 	fp     string
 	name   string            // bound name, lower case; "" when none
 	labels map[string]string // bound labels; never nil
+	// agentless is set for a key marked agentless (a device without the companion that keeps
+	// a plain ssh -R tunnel to the gateway): the login the gateway uses through that tunnel.
+	agentless *agentlessLogin
 }
 
 // keySet is one parsed authorized_keys file. It is never modified once built.
 type keySet struct {
-	byFP   map[string]*authKey
-	byName map[string]string // bound name → fingerprint
+	byFP      map[string]*authKey
+	byName    map[string]string // bound name → fingerprint
+	agentless []string          // fingerprints of the agentless keys, in file order
+	warnings  []LineWarning     // what was wrong with the file's lines (bounded)
 }
 
 // fileStamp is what the stat fallback compares to notice a change.
@@ -63,9 +68,10 @@ type keyStore struct {
 	onChange func(added, removed []*authKey) // called (outside locks) after every change
 	writeMu  sync.Mutex                      // serializes read-modify-write of the file
 
-	mu    sync.RWMutex
-	set   *keySet
-	stamp fileStamp
+	mu      sync.RWMutex
+	set     *keySet
+	stamp   fileStamp
+	swapped chan struct{} // closed, and replaced, each time a set is swapped in
 }
 
 // newKeyStore loads path; a missing file is an empty set (created on first registration).
@@ -111,7 +117,22 @@ func (s *keyStore) reload() (removed int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", s.path, err)
 	}
+	for _, w := range set.warnings {
+		s.log.Warn("authorized_keys: line not used as written", "file", s.path, "line", w.Line, "fingerprint", w.Fingerprint, "reason", w.Reason)
+	}
 	return s.swap(set, stamp), nil
+}
+
+// swappedChan is closed once the set in force is replaced (possibly by an identical one).
+func (s *keyStore) swappedChan() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.swapped
+}
+
+// warnings returns the line warnings of the set in force.
+func (s *keyStore) warnings() []LineWarning {
+	return slices.Clone(s.snapshot().warnings)
 }
 
 // swap installs set and tells onChange which keys it gained and lost.
@@ -131,6 +152,10 @@ func (s *keyStore) swap(set *keySet, stamp fileStamp) int {
 		}
 	}
 	s.set, s.stamp = set, stamp
+	if s.swapped != nil {
+		close(s.swapped)
+	}
+	s.swapped = make(chan struct{})
 	s.mu.Unlock()
 	if len(added)+len(removed) > 0 && s.onChange != nil {
 		s.onChange(added, removed)
@@ -458,72 +483,122 @@ func stampOf(st fs.FileInfo) fileStamp {
 	return s
 }
 
-// parseAuthKeys builds a keySet. Lines that are not keys are skipped (as sshd does); a bad
-// name or labels option is logged and ignored, the key itself stays authorized.
-func parseAuthKeys(data []byte, log *slog.Logger) (*keySet, error) {
+// parseAuthKeys builds a keySet, line by line. Lines that are not keys are skipped (as sshd
+// does), each with a warning; a bad name or labels option is ignored with a warning, the key
+// itself staying authorized; an agentless line whose options are missing or invalid is not
+// authorized at all (the gateway could not reach the device as the operator meant). The
+// warnings (set.warnings, at most maxLineWarnings) are logged by the caller that reloads.
+func parseAuthKeys(data []byte, _ *slog.Logger) (*keySet, error) {
 	set := &keySet{byFP: map[string]*authKey{}, byName: map[string]string{}}
-	rest := data
-	for n := 0; len(rest) > 0; n++ {
-		if n >= maxAuthKeys {
-			return nil, fmt.Errorf("more than %d keys", maxAuthKeys)
-		}
-		pub, _, opts, r, err := ssh.ParseAuthorizedKey(rest)
-		if err != nil {
-			break // only blank lines, comments or unparsable lines remain
-		}
-		rest = r
-		fp := keys.Fingerprint(pub)
-		if set.byFP[fp] != nil {
-			log.Warn("authorized_keys: duplicate key ignored", "fingerprint", fp)
+	w := &lineWarnings{}
+	n := 0
+	lineNo := 0
+	for line := range bytes.Lines(data) {
+		lineNo++
+		trimmed := bytes.TrimSpace(line)
+		if len(trimmed) == 0 || trimmed[0] == '#' {
 			continue
 		}
-		k := &authKey{fp: fp, labels: map[string]string{}}
-		name, labels, err := parseKeyOptions(opts)
+		pub, _, opts, _, err := ssh.ParseAuthorizedKey(trimmed)
 		if err != nil {
-			log.Warn("authorized_keys: option ignored", "fingerprint", fp, "err", err)
+			w.add(lineNo, "", notAKeyReason(trimmed))
+			continue
 		}
-		if labels != nil {
-			k.labels = labels
+		if n++; n > maxAuthKeys {
+			return nil, fmt.Errorf("more than %d keys", maxAuthKeys)
 		}
-		if name != "" {
-			if other := set.byName[name]; other != "" {
-				log.Warn("authorized_keys: name already bound to an earlier key, ignored", "name", name, "fingerprint", fp, "bound_to", other)
+		fp := keys.Fingerprint(pub)
+		if set.byFP[fp] != nil {
+			w.add(lineNo, fp, "duplicate key: only its first line is used")
+			continue
+		}
+		o, errs := parseKeyOptions(opts)
+		if o.agentlessErr != nil {
+			w.add(lineNo, fp, "key refused: "+o.agentlessErr.Error())
+			continue
+		}
+		for _, e := range errs {
+			w.add(lineNo, fp, "option ignored: "+e.Error())
+		}
+		k := &authKey{fp: fp, labels: map[string]string{}, agentless: o.agentless}
+		if o.labels != nil {
+			k.labels = o.labels
+		}
+		if o.name != "" {
+			if other := set.byName[o.name]; other != "" {
+				w.add(lineNo, fp, fmt.Sprintf("name %q already bound to an earlier key (%s): ignored", o.name, other))
 			} else {
-				k.name = name
-				set.byName[name] = fp
+				k.name = o.name
+				set.byName[o.name] = fp
 			}
 		}
 		set.byFP[fp] = k
+		if k.agentless != nil {
+			set.agentless = append(set.agentless, fp)
+		}
 	}
+	set.warnings = w.done()
 	return set, nil
 }
 
-// parseKeyOptions extracts our own name="…" and labels="k=v,…" options; others are sshd's.
-func parseKeyOptions(opts []string) (name string, labels map[string]string, err error) {
+// keyOptions are the options of one line that the gateway reads.
+type keyOptions struct {
+	name         string
+	labels       map[string]string
+	agentless    *agentlessLogin // set when the line is marked agentless and its options are valid
+	agentlessErr error           // the line is marked agentless but cannot be used
+}
+
+// parseKeyOptions extracts our own options: name="…", labels="k=v,…", and agentless with
+// user="…" and host_key="…"; others are sshd's. The errors are options ignored; an agentless
+// line that cannot be used says so in agentlessErr.
+func parseKeyOptions(opts []string) (keyOptions, []error) {
+	var o keyOptions
 	var errs []error
-	for _, o := range opts {
-		key, val, ok := strings.Cut(o, "=")
-		if !ok {
+	var marked bool
+	var user, hostKey *string
+	for _, opt := range opts {
+		key, val, hasVal := strings.Cut(opt, "=")
+		key = strings.ToLower(strings.TrimSpace(key))
+		if !hasVal {
+			if key == optAgentless {
+				marked = true
+			}
 			continue
 		}
-		switch strings.ToLower(strings.TrimSpace(key)) {
+		switch key {
 		case "name":
 			n := strings.ToLower(unquoteOption(val))
 			if !protocol.ValidName(n) {
 				errs = append(errs, fmt.Errorf("name %q is invalid", trunc(n, 70)))
 				continue
 			}
-			name = n
+			o.name = n
 		case "labels":
 			l, err := parseLabels(unquoteOption(val))
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			labels = l
+			o.labels = l
+		case optUser:
+			v := unquoteOption(val)
+			user = &v
+		case optHostKey:
+			v := unquoteOption(val)
+			hostKey = &v
+		case optAgentless:
+			o.agentlessErr = errors.New("agentless takes no value (write agentless,user=\"…\",host_key=\"…\")")
+			return o, errs
 		}
 	}
-	return name, labels, errors.Join(errs...)
+	switch {
+	case marked:
+		o.agentless, o.agentlessErr = parseAgentless(user, hostKey)
+	case user != nil || hostKey != nil:
+		errs = append(errs, errors.New("user= and host_key= apply only to a line marked agentless"))
+	}
+	return o, errs
 }
 
 // unquoteOption strips the double quotes of an authorized_keys option value (\" is a quote).

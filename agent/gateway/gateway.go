@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -103,6 +104,11 @@ type Gateway struct {
 	watchMu     sync.Mutex
 	watchers    map[chan struct{}]struct{}
 
+	agentlessSrv   atomic.Pointer[AgentlessServer]
+	agentlessReady chan struct{} // closed once agentlessSrv is set
+	agMu           sync.Mutex
+	agConns        map[string]*agentlessConn // live agentless connections, by key
+
 	mu         sync.Mutex
 	ln         net.Listener
 	publicAddr string
@@ -176,6 +182,7 @@ func New(cfg Config) (*Gateway, error) {
 		inv:        newInventoryStore(),
 		watchers:   map[chan struct{}]struct{}{},
 	}
+	g.agConns, g.agentlessReady = map[string]*agentlessConn{}, make(chan struct{})
 	ks, err := newKeyStore(cfg.AuthorizedKeysFile, g.log, g.keysChanged)
 	if err != nil {
 		return nil, err
@@ -202,6 +209,9 @@ func (g *Gateway) keysChanged(added, removed []*authKey) {
 	g.inv.forget(fps)
 	if names := g.reg.closeKeys(fps); len(names) > 0 {
 		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
+	}
+	if names := g.closeAgentless(fps); len(names) > 0 {
+		g.log.Info("agentless keys no longer authorized: connections closed", "edges", names)
 	}
 }
 
@@ -332,7 +342,8 @@ func (g *Gateway) Info() Info {
 }
 
 // Edges lists the known keys (authorized_keys) and the connected edges, sorted by name then
-// fingerprint. connectedOnly leaves the offline ones out. Maps are never nil.
+// fingerprint; agentless keys are listed with kind agentless, as their AgentlessServer sees
+// them while their tunnel is up. connectedOnly leaves the offline ones out. Maps are never nil.
 //
 // Every get_status, find_edges and MCP resource sync lists the whole fleet (the sync up to five
 // times a second while edges come and go), so this is kept cheap at 10,000 edges: the slice is
@@ -358,7 +369,7 @@ func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 	}
 	if !connectedOnly && known < len(set.byFP) {
 		for fp, k := range set.byFP {
-			if r.byFP[fp] != nil {
+			if r.byFP[fp] != nil || k.agentless != nil {
 				continue
 			}
 			st := EdgeStatus{Name: k.name, Fingerprint: fp, Labels: cloneLabels(k.labels), ReportedLabels: map[string]string{}, Kind: KindCompanion}
@@ -374,6 +385,7 @@ func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 		}
 	}
 	r.mu.Unlock()
+	out = append(out, g.agentlessStatuses(set, connectedOnly)...)
 	sortStatuses(out)
 	return out
 }

@@ -15,10 +15,15 @@ const maxEdgeRef = 128
 // Edge resolves ref (a name, case-insensitive, or a SHA256 fingerprint) to a known or
 // connected edge. A known edge that is offline resolves too: its RPCs fail with
 // ErrEdgeOffline, and the caller can still name it, check its labels and audit the attempt.
+// An agentless key whose tunnel is up resolves to the edge its AgentlessServer serves.
 // A ref that names no edge is counted as an RPC of method "resolve" with outcome
 // unknown_edge.
 func (g *Gateway) Edge(ref string) (Edge, error) {
-	h, err := g.lookup(strings.TrimSpace(ref))
+	ref = strings.TrimSpace(ref)
+	if e, ok := g.agentlessEdge(ref); ok {
+		return e, nil
+	}
+	h, err := g.lookup(ref)
 	if err != nil {
 		g.cfg.Metrics.RPC("resolve", OutcomeUnknownEdge, 0, 0, 0)
 		return nil, err

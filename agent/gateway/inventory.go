@@ -343,6 +343,10 @@ func (g *Gateway) Inventories(connectedOnly bool) []EdgeInventory {
 	edges := g.Edges(connectedOnly)
 	out := make([]EdgeInventory, len(edges))
 	for i, st := range edges {
+		if st.Kind == KindAgentless {
+			out[i] = EdgeInventory{Status: st, Summary: g.agentlessSummary(st.Fingerprint)}
+			continue
+		}
 		out[i] = EdgeInventory{Status: st, Summary: g.inv.summary(st.Fingerprint)}
 	}
 	return out

@@ -109,6 +109,10 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	if !a.afterAuth(ctx, c, key.fp, log) {
 		return
 	}
+	if key.agentless != nil {
+		g.serveAgentless(ctx, a, c, key, log)
+		return
+	}
 	t, outcome := c.awaitTunnel(ctx, g.cfg.HandshakeTimeout, log)
 	if !a.judgeTunnel(key.fp, outcome, t.err, log) {
 		return
