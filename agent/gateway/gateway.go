@@ -95,6 +95,7 @@ type Gateway struct {
 	penalties   *penaltyBox
 	binder      *nameBinder  // binds requested names to keys on first connect
 	pendingKey  *failLimiter // how often one pending key is rewritten
+	sharedKeys  *failLimiter // how often one key connected from two places is warned about
 	pendingNew  *rateWindow  // new pending keys per minute
 	hostFP      string
 	hostLine    string
@@ -173,6 +174,7 @@ func New(cfg Config) (*Gateway, error) {
 		refusals:   newRefusalLog(cmp.Or(cfg.refusalInterval, defaultRefusalInterval)),
 		penalties:  newPenaltyBox(),
 		pendingKey: newFailLimiter(pendingRefresh),
+		sharedKeys: newFailLimiter(time.Minute),
 		pendingNew: &rateWindow{max: maxNewPendingMin},
 		hostFP:     keys.Fingerprint(cfg.HostKey.PublicKey()),
 		hostLine:   keys.AuthorizedLine(cfg.HostKey.PublicKey()),
@@ -207,6 +209,16 @@ func (g *Gateway) keysChanged(added, removed []*authKey) {
 		g.cfg.Audit.Write(audit.Event{Event: "key_revoked", Edge: k.name, Fingerprint: k.fp, Outcome: "ok"})
 	}
 	g.inv.forget(fps)
+	if len(removed) > 0 {
+		revoked := make([]KeyRevoked, 0, len(removed))
+		for _, k := range removed {
+			revoked = append(revoked, KeyRevoked{Fingerprint: k.fp, Name: k.name})
+		}
+		// A revoked key that tries again shows in the pending list as revoked, not as new.
+		if err := RememberRevoked(g.cfg.StateDir, revoked...); err != nil {
+			g.log.Warn("revoked keys not remembered in the pending list", "err", err)
+		}
+	}
 	if names := g.reg.closeKeys(fps); len(names) > 0 {
 		g.log.Info("edge keys no longer authorized: tunnels closed", "edges", names)
 	}

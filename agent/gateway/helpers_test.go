@@ -167,7 +167,16 @@ func sshDial(addr string, key ssh.Signer, hostKey ssh.PublicKey) (ssh.Conn, <-ch
 // sshDialAlgorithms is sshDial offering only the algorithms of algs (the library's defaults
 // where a list is empty).
 func sshDialAlgorithms(addr string, key ssh.Signer, hostKey ssh.PublicKey, algs ssh.Config) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
-	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return sshDialFrom(addr, "", key, hostKey, algs)
+}
+
+// sshDialFrom is sshDialAlgorithms from the local IP from ("" = any).
+func sshDialFrom(addr, from string, key ssh.Signer, hostKey ssh.PublicKey, algs ssh.Config) (ssh.Conn, <-chan ssh.NewChannel, <-chan *ssh.Request, error) {
+	d := net.Dialer{Timeout: 5 * time.Second}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -198,6 +207,7 @@ type testEdge struct {
 	lastV    atomic.Int64 // protocol version of the last request
 	trailers atomic.Int64 // uploads that ended with a FrameDigest
 	lastID   atomic.Value // string: the request id of the last request
+	replaced atomic.Bool  // the gateway said a newer connection of this key replaced this one
 	lies     atomic.Bool  // report a SHA-256 of zeros for every upload
 }
 
@@ -206,7 +216,8 @@ func (e *testEdge) releaseHeld() { e.relOnce.Do(func() { close(e.release) }) }
 
 type edgeOpts struct {
 	hello       protocol.Hello
-	noKeepalive bool // never answer global requests (a hung peer)
+	noKeepalive bool   // never answer global requests (a hung peer)
+	from        string // local IP to dial from; "" = any
 }
 
 func dialEdge(t *testing.T, f *fixture, key ssh.Signer, o edgeOpts) *testEdge {
@@ -220,13 +231,22 @@ func dialEdge(t *testing.T, f *fixture, key ssh.Signer, o edgeOpts) *testEdge {
 }
 
 func tryDialEdge(f *fixture, key ssh.Signer, o edgeOpts) (*testEdge, error) {
-	c, chans, reqs, err := sshDial(f.addr, key, f.host.PublicKey())
+	c, chans, reqs, err := sshDialFrom(f.addr, o.from, key, f.host.PublicKey(), ssh.Config{})
 	if err != nil {
 		return nil, err
 	}
 	e := &testEdge{conn: c, release: make(chan struct{})}
 	if !o.noKeepalive {
-		e.wg.Go(func() { ssh.DiscardRequests(reqs) })
+		e.wg.Go(func() {
+			for r := range reqs {
+				if r.Type == protocol.ReplacedRequest {
+					e.replaced.Store(true)
+				}
+				if r.WantReply {
+					r.Reply(false, nil)
+				}
+			}
+		})
 	}
 	e.wg.Go(func() {
 		for nc := range chans {

@@ -109,3 +109,28 @@ func TestSortStatuses(t *testing.T) {
 		}
 	}
 }
+
+// TestReplacedConnection: a newer connection of the same key replaces the older one, whose
+// edge is told why; from another address that is audited once as a key used from two places.
+func TestReplacedConnection(t *testing.T) {
+	key := newSigner(t)
+	f := startGateway(t, authLine(key, `name="pi"`), nil)
+	first := dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}, from: "127.0.0.1"})
+	waitFor(t, 5*time.Second, "first connection registered", func() bool { return len(f.g.Edges(true)) == 1 })
+	dialEdge(t, f, key, edgeOpts{hello: protocol.Hello{Name: "pi"}, from: "127.0.0.2"})
+	waitFor(t, 5*time.Second, "the older connection told it was replaced", first.replaced.Load)
+	select {
+	case <-first.closed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the replaced connection was not closed")
+	}
+	shared := 0
+	for _, e := range f.auditLines(t) {
+		if e.Event == "edge_key_shared" {
+			shared++
+		}
+	}
+	if shared != 1 {
+		t.Errorf("%d edge_key_shared audit lines, want 1", shared)
+	}
+}

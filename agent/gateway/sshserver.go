@@ -267,6 +267,24 @@ func (g *Gateway) serveTunnel(ctx context.Context, a *admission, c *sshConn, key
 // register starts the yamux session and enters the edge in the registry, closing a stale
 // session of the same key. It returns nil when the session cannot start or the key was
 // revoked meanwhile, and the logger named for the edge.
+// replaced closes old, the connection a newer one of the same key (e) took the place of, after
+// telling its edge why. Two hosts taking turns with one key (a cloned SD card, a copied key
+// file) make the tunnel flap forever: that is warned about, at most once a minute per key.
+func (g *Gateway) replaced(old, e *edge, log *slog.Logger) {
+	oldHost, _, _ := net.SplitHostPort(old.remote)
+	newHost, _, _ := net.SplitHostPort(e.remote)
+	if oldHost != newHost && g.sharedKeys.allow(e.fp, time.Now()) {
+		log.Warn("one edge key is used from two places: each connection replaces the other; give each device its own key",
+			"fingerprint", e.fp, "remote_addr", e.remote, "previous_remote_addr", old.remote)
+		g.cfg.Audit.Write(audit.Event{Event: "edge_key_shared", Fingerprint: e.fp, RemoteAddr: e.remote,
+			Outcome: "warning", Error: "the same key is connected from " + old.remote + " and " + e.remote})
+	} else {
+		log.Info("edge reconnected: closing its stale session", "stale_remote_addr", old.remote)
+	}
+	_, _, _ = old.conn.SendRequest(protocol.ReplacedRequest, false, nil)
+	old.close()
+}
+
 func (g *Gateway) register(c *sshConn, key *authKey, t tunnelOpen, log *slog.Logger) (*edge, *slog.Logger) {
 	// The gateway only opens streams, at most MaxConcurrent at once: the accept backlog (which
 	// also bounds streams opened and not yet acknowledged) need not be larger.
@@ -280,8 +298,7 @@ func (g *Gateway) register(c *sshConn, key *authKey, t tunnelOpen, log *slog.Log
 	}
 	e := newEdge(key.fp, t.hello, c.sc, sess)
 	if old := g.reg.add(e, key.name, g.keys.boundTo); old != nil {
-		log.Info("edge reconnected: closing its stale session", "stale_remote_addr", old.remote)
-		old.close()
+		g.replaced(old, e, log)
 	}
 	if g.keys.lookup(key.fp) == nil { // revoked while we were registering
 		g.reg.remove(e)

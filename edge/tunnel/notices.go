@@ -11,10 +11,9 @@ import (
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
-// ReplacedRequest is the SSH global request (no reply wanted) a gateway sends on an edge's
-// connection just before closing it because a newer connection of the same key took its
-// place: the edge then names the likely cause, two devices sharing one key.
-const ReplacedRequest = "replaced@mcp-ssh-gateway"
+// ReplacedRequest is protocol.ReplacedRequest: the gateway closed this connection for a newer
+// one of the same key.
+const ReplacedRequest = protocol.ReplacedRequest
 
 // Why a connection that was up ended, as run reports it.
 var (

@@ -24,6 +24,11 @@ const Version = 2
 // VersionDigestTrailer is the first version with UploadParams.SHA256Trailer.
 const VersionDigestTrailer = 2
 
+// ReplacedRequest is the SSH global request (no reply wanted) the gateway sends on an edge's
+// connection before closing it because a newer connection of the same key took its place:
+// the edge can then say that another device may share its key.
+const ReplacedRequest = "replaced@mcp-ssh-gateway"
+
 // ChannelType is the SSH channel type that carries the yamux session. The gateway rejects every
 // other channel type.
 const ChannelType = "mcp-tunnel@mcp-ssh-gateway"
