@@ -17,6 +17,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/configfile"
 )
 
 // Bounds on FORWARD_EDGES_FILE.
@@ -208,45 +210,16 @@ func trunc(s string, n int) string {
 }
 
 // fileStamp identifies a version of the file: a reload happens only when it changes.
-type fileStamp struct {
-	exists bool
-	size   int64
-	mod    int64
-	ino    uint64
-}
+type fileStamp = configfile.Stamp
 
 // readFile reads a regular file of at most MaxFileBytes. A missing file reads as empty, with
-// exists false in the stamp.
+// Exists false in the stamp.
 func readFile(name string) ([]byte, fileStamp, error) {
-	f, err := os.Open(name)
+	data, st, err := configfile.Read(name, "forward edges file", MaxFileBytes)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fileStamp{}, nil
 	}
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read forward edges file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read forward edges file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fileStamp{}, fmt.Errorf("forward edges file %s is not a regular file", name)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read forward edges file: %w", err)
-	}
-	if len(data) > MaxFileBytes {
-		return nil, fileStamp{}, fmt.Errorf("forward edges file %s is larger than %d bytes", name, MaxFileBytes)
-	}
-	return data, stampOf(st), nil
+	return data, st, err
 }
 
-func statFile(name string) fileStamp {
-	st, err := os.Stat(name)
-	if err != nil {
-		return fileStamp{}
-	}
-	return stampOf(st)
-}
+func statFile(name string) fileStamp { return configfile.StatStamp(name) }

@@ -157,7 +157,7 @@ func New(path string, opts Options) (*Fleet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", abs, err)
 	}
-	if !stamp.exists {
+	if !stamp.Exists {
 		opts.Log.Warn("forward edges file does not exist yet: no forward edges until it does", "file", abs)
 	}
 	f.stamp, f.lastSum = stamp, sha256.Sum256(data)
@@ -263,12 +263,12 @@ func (f *Fleet) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	data, stamp, err := readFile(f.path)
-	if err == nil && sha256.Sum256(data) == f.lastSum && stamp.exists == f.stamp.exists {
+	if err == nil && sha256.Sum256(data) == f.lastSum && stamp.Exists == f.stamp.Exists {
 		f.stamp = stamp
 		return nil
 	}
 	f.stamp = stamp
-	if err == nil && !stamp.exists && len(f.hosts) > 0 {
+	if err == nil && !stamp.Exists && len(f.hosts) > 0 {
 		err = fmt.Errorf("%s was removed: keeping its %d hosts (write an empty list to remove them all)", f.path, len(f.hosts))
 	}
 	var entries []Entry

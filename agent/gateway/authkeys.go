@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
@@ -14,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -22,6 +20,8 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/configfile"
 )
 
 // Bounds and timings of the authorized_keys store.
@@ -52,13 +52,8 @@ type keySet struct {
 	warnings  []LineWarning     // what was wrong with the file's lines (bounded)
 }
 
-// fileStamp is what the stat fallback compares to notice a change.
-type fileStamp struct {
-	exists bool
-	size   int64
-	mod    time.Time
-	ino    uint64
-}
+// fileStamp is what the stat fallback compares to notice a change (see configfile.Stamp).
+type fileStamp = configfile.Stamp
 
 // keyStore is the in-memory copy of AUTHORIZED_KEYS_FILE, reloaded when the file changes and
 // appended to by RegisterKey.
@@ -442,46 +437,14 @@ func formatKeyLine(pub ssh.PublicKey, name string, labels map[string]string, com
 
 // readAuthKeys reads the file, bounded; a missing file is empty.
 func readAuthKeys(path string) ([]byte, fileStamp, error) {
-	f, err := os.Open(path)
+	data, st, err := configfile.Read(path, "authorized keys", maxAuthKeysFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fileStamp{}, nil
 	}
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fileStamp{}, fmt.Errorf("authorized keys %s is not a regular file", path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxAuthKeysFile+1))
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read authorized keys: %w", err)
-	}
-	if len(data) > maxAuthKeysFile {
-		return nil, fileStamp{}, fmt.Errorf("authorized keys %s is larger than %d bytes", path, maxAuthKeysFile)
-	}
-	return data, stampOf(st), nil
+	return data, st, err
 }
 
-func statFile(path string) fileStamp {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	return stampOf(st)
-}
-
-func stampOf(st fs.FileInfo) fileStamp {
-	s := fileStamp{exists: true, size: st.Size(), mod: st.ModTime()}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		s.ino = sys.Ino
-	}
-	return s
-}
+func statFile(path string) fileStamp { return configfile.StatStamp(path) }
 
 // parseAuthKeys builds a keySet, line by line. Lines that are not keys are skipped (as sshd
 // does), each with a warning; a bad name or labels option is ignored with a warning, the key

@@ -8,16 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"path"
 	"reflect"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/configfile"
 )
 
 // Bounds of a policy file and its parts.
@@ -850,51 +849,12 @@ func hasDotDot(p string) bool {
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// fileStamp is what the watcher's stat check compares to notice a change.
-type fileStamp struct {
-	exists bool
-	size   int64
-	mod    time.Time
-	ino    uint64
-}
+// fileStamp identifies a version of the policy file (see configfile.Stamp).
+type fileStamp = configfile.Stamp
 
 // readFile reads a policy file: a regular file (symlinks followed) of at most MaxFileBytes.
-// The stamp is taken from the open file, so it describes what was read.
 func readFile(name string) ([]byte, fileStamp, error) {
-	f, err := os.Open(name)
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read policy: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read policy: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fileStamp{}, fmt.Errorf("policy %s is not a regular file", name)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, fileStamp{}, fmt.Errorf("read policy: %w", err)
-	}
-	if len(data) > MaxFileBytes {
-		return nil, fileStamp{}, fmt.Errorf("policy %s is larger than %d bytes", name, MaxFileBytes)
-	}
-	return data, stampOf(st), nil
+	return configfile.Read(name, "policy", MaxFileBytes)
 }
 
-func statFile(name string) fileStamp {
-	st, err := os.Stat(name)
-	if err != nil {
-		return fileStamp{}
-	}
-	return stampOf(st)
-}
-
-func stampOf(st fs.FileInfo) fileStamp {
-	s := fileStamp{exists: true, size: st.Size(), mod: st.ModTime()}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		s.ino = sys.Ino
-	}
-	return s
-}
+func statFile(name string) fileStamp { return configfile.StatStamp(name) }
