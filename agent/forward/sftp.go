@@ -16,6 +16,8 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 )
 
 // transferChunk is the read and write size of transfers (large chunks are measurably faster).
@@ -120,7 +122,7 @@ func (e *Edge) Upload(ctx context.Context, rid string, p protocol.UploadParams, 
 	}
 	var check func() error
 	if p.SHA256Trailer {
-		check = unchangedCheck(body)
+		check = gateway.UnchangedCheck(body)
 	}
 	h := sha256.New()
 	src := &ctxReader{ctx: ctx, r: io.TeeReader(io.LimitReader(body, p.Size), h)}
@@ -342,27 +344,4 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// unchangedCheck returns a check that the file behind body still has the size and mtime it
-// has now, or nil when body is not a file.
-func unchangedCheck(body io.Reader) func() error {
-	f, ok := body.(interface{ Stat() (fs.FileInfo, error) })
-	if !ok {
-		return nil
-	}
-	before, err := f.Stat()
-	if err != nil {
-		return nil
-	}
-	return func() error {
-		after, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("stat the content: %w", err)
-		}
-		if after.Size() != before.Size() || !after.ModTime().Equal(before.ModTime()) {
-			return fmt.Errorf("the file changed while it was sent (size %d → %d bytes): upload it again once it is complete", before.Size(), after.Size())
-		}
-		return nil
-	}
 }

@@ -48,6 +48,15 @@ func flockFile(path string) (unlock func(), err error) {
 	}, nil
 }
 
+// keyByRef finds the key that ref, a bound name (any case) or a SHA256 fingerprint, names.
+func (set *keySet) keyByRef(ref string) (fp string, k *authKey) {
+	fp = ref
+	if set.byFP[fp] == nil {
+		fp = set.byName[strings.ToLower(ref)]
+	}
+	return fp, set.byFP[fp]
+}
+
 // revoke removes the key named by ref (bound name or SHA256 fingerprint) from the file,
 // keeping every other line byte for byte. An unknown ref is an error.
 func (s *keyStore) revoke(ref string) (KeyRevoked, error) {
@@ -57,11 +66,7 @@ func (s *keyStore) revoke(ref string) (KeyRevoked, error) {
 	}
 	var res KeyRevoked
 	err := s.modify(func(data []byte, set *keySet) ([]byte, error) {
-		fp := ref
-		if set.byFP[fp] == nil {
-			fp = set.byName[strings.ToLower(ref)]
-		}
-		k := set.byFP[fp]
+		fp, k := set.keyByRef(ref)
 		if k == nil {
 			return nil, fmt.Errorf("no authorized key has the name or fingerprint %q: see get_status or `mcp-ssh-gateway keys list`", trunc(ref, 70))
 		}

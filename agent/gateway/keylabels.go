@@ -43,11 +43,7 @@ func (s *keyStore) setLabels(ref string, labels map[string]string, replace bool)
 	}
 	var res KeyLabelsSet
 	err := s.modify(func(data []byte, set *keySet) ([]byte, error) {
-		fp := ref
-		if set.byFP[fp] == nil {
-			fp = set.byName[strings.ToLower(ref)]
-		}
-		k := set.byFP[fp]
+		fp, k := set.keyByRef(ref)
 		if k == nil {
 			return nil, fmt.Errorf("no authorized key has the name or fingerprint %q: see `mcp-ssh-gateway keys list`", trunc(ref, 70))
 		}

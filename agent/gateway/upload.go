@@ -37,7 +37,7 @@ func (h *handle) Upload(ctx context.Context, rid string, p protocol.UploadParams
 			return res, err
 		}
 		if e.hello.Protocol >= protocol.VersionDigestTrailer {
-			d = &digestBody{r: src, check: unchangedCheck(body)}
+			d = &digestBody{r: src, check: UnchangedCheck(body)}
 			src = d
 		} else if p.SHA256, err = hashAndRewind(body, p.Size); err != nil {
 			return res, fmt.Errorf("upload: edge %s speaks protocol %d, which needs the SHA-256 before the content: %w", h.name, e.hello.Protocol, err)
@@ -73,9 +73,10 @@ type digestBody struct {
 
 func (d *digestBody) Read(p []byte) (int, error) { return d.r.Read(p) }
 
-// unchangedCheck returns a check that the file behind body still has the size and
-// modification time it had now, or nil when body is not a file.
-func unchangedCheck(body io.Reader) func() error {
+// UnchangedCheck returns a check that the file behind body still has the size and
+// modification time it had now, or nil when body is not a file: an upload from a file that
+// grew, shrank or was rewritten while it was sent must fail rather than land half old.
+func UnchangedCheck(body io.Reader) func() error {
 	f, ok := body.(interface{ Stat() (fs.FileInfo, error) })
 	if !ok {
 		return nil
