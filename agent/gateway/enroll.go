@@ -141,6 +141,19 @@ func consumeEnrollment(stateDir, secret string) (enrollEntry, error) {
 	return found, nil
 }
 
+// restoreEnrollment puts back an entry consumeEnrollment took, when binding the key failed
+// (a name taken meanwhile, a file that could not be written): a failed bind must not burn the
+// secret, or the device could never enrol. An entry that expired meanwhile stays gone.
+func restoreEnrollment(stateDir string, e enrollEntry) error {
+	return updateStateFile(stateDir, enrollFile, func(d *enrollDoc) (bool, error) {
+		if !time.Now().Before(e.ExpiresAt) || len(d.Tokens) >= maxOpenEnrolls {
+			return false, nil
+		}
+		d.Tokens = append(d.Tokens, e)
+		return true, nil
+	})
+}
+
 // CreateEnrollment is the package function bound to this gateway's state, address and key.
 func (g *Gateway) CreateEnrollment(name string, labels map[string]string, ttl time.Duration) (Enrollment, error) {
 	info := g.Info()

@@ -28,6 +28,9 @@ func (g *Gateway) enrollCallback(key ssh.PublicKey) func(ssh.ConnMetadata, ssh.K
 		}
 		res, err := g.keys.register(keys.AuthorizedLine(key), entry.Name, entry.Labels)
 		if err != nil {
+			if rerr := restoreEnrollment(g.cfg.StateDir, entry); rerr != nil {
+				g.log.Warn("enrolment secret not restored after a failed bind", "err", rerr)
+			}
 			return g.enrollRefused(meta, fp, "bind key: "+err.Error())
 		}
 		g.forgetPending(fp)

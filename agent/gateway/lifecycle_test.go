@@ -253,3 +253,37 @@ func TestConcurrentAddAndRevokeKeepEveryLine(t *testing.T) {
 		t.Fatalf("%d keys listed (err %v), want %d", len(l), err, n)
 	}
 }
+
+// TestEnrollmentFailedBindKeepsSecret: when binding the key fails (here the name was bound to
+// another key meanwhile), the secret is not burnt: once the operator frees the name, the same
+// device enrols with the same secret.
+func TestEnrollmentFailedBindKeepsSecret(t *testing.T) {
+	other := newSigner(t)
+	f := startGateway(t, "", withState(t))
+	f.g.SetPublicAddr(f.addr)
+	en, err := f.g.CreateEnrollment("cam1", nil, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pe, err := protocol.ParseEnrollment(en.String)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.g.RegisterKey(authLine(other, ""), "cam1", nil); err != nil { // the name is taken meanwhile
+		t.Fatal(err)
+	}
+	k := newSigner(t)
+	if err := dialAuth(f.addr, "edge", f.host.PublicKey(), ssh.PublicKeys(k), answer(pe.Secret)); err == nil {
+		t.Fatal("enrolled under a name bound to another key")
+	}
+	if _, err := f.g.RevokeKey("cam1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the revoke applied", func() bool { return f.g.keys.lookup(keys.Fingerprint(other.PublicKey())) == nil })
+	if err := dialAuth(f.addr, "edge", f.host.PublicKey(), ssh.PublicKeys(k), answer(pe.Secret)); err != nil {
+		t.Fatalf("the secret was burnt by the failed bind: %v", err)
+	}
+	if key := f.g.keys.lookup(keys.Fingerprint(k.PublicKey())); key == nil || key.name != "cam1" {
+		t.Fatalf("bound key = %+v", key)
+	}
+}
