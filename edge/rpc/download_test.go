@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -127,5 +129,26 @@ func TestDownloadFileHashAndErrors(t *testing.T) {
 				t.Errorf("sha256 %s file_sha256 %q, want %s %s", res.SHA256, res.FileSHA256, tc.sha, tc.file)
 			}
 		})
+	}
+}
+
+// TestDownloadRefusesFIFO: a FIFO (or device) on the path is refused at once: the file is
+// opened without blocking and its type checked before a byte is read, so a download cannot
+// hang on a pipe nobody writes.
+func TestDownloadRefusesFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("no FIFO here:", err)
+	}
+	h := newHarness(t, Config{DownloadDirs: []string{dir}})
+	start := time.Now()
+	var res protocol.DownloadResult
+	o := h.open(protocol.MethodDownload, protocol.DownloadParams{Path: fifo, MaxBytes: 10}).wait(&res)
+	if o.code() != protocol.CodePolicy || !strings.Contains(o.err.Message, "not a regular file") {
+		t.Fatalf("download of a FIFO: %v, want a policy refusal saying it is not a regular file", o.err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the refusal took %s: the open blocked on the FIFO", d)
 	}
 }
