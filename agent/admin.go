@@ -137,6 +137,12 @@ func runAdmin(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(tw, "%s\t%s\t%s\n", dash(k.Name), k.Fingerprint, formatLabels(k.Labels))
 		}
 		tw.Flush()
+		// Lines the gateway cannot use as written are not listed above: say which and why.
+		if ws, err := gateway.CheckAuthorizedKeysFile(cfg.AuthorizedKeys); err == nil {
+			for _, w := range ws {
+				fmt.Fprintf(stderr, "warning: %s: %s\n", cfg.AuthorizedKeys, w)
+			}
+		}
 		return 0
 	case "keys add":
 		if !want(1) {

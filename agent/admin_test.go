@@ -266,3 +266,34 @@ func TestAdminKeyLifecycle(t *testing.T) {
 		t.Errorf("revoked keys remembered: %+v (%v)", d.Revoked, err)
 	}
 }
+
+// TestKeysListWarnsOfUnusableLines: a mistyped authorized_keys line (a space instead of a comma
+// between options) is not listed, and `keys list` says which line and why.
+func TestKeysListWarnsOfUnusableLines(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("KEYS_DIR", dir)
+	t.Setenv("STATE_DIR", filepath.Join(dir, "state"))
+	good, _, err := keys.LoadOrGenerate(filepath.Join(dir, "good"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, _, err := keys.LoadOrGenerate(filepath.Join(dir, "bad"), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := `name="e4" ` + keys.AuthorizedLine(good.PublicKey()) + "\n" +
+		`name="e5" labels="a=b" ` + keys.AuthorizedLine(bad.PublicKey()) + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"keys", "list"}, strings.NewReader(""), &out, &errb); code != 0 {
+		t.Fatalf("keys list exited %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "e4") || strings.Contains(out.String(), "e5") {
+		t.Errorf("keys list output:\n%s", out.String())
+	}
+	if w := errb.String(); !strings.Contains(w, "warning:") || !strings.Contains(w, "line 2") {
+		t.Errorf("no warning naming line 2 of the mistyped file:\n%s", w)
+	}
+}
