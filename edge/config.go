@@ -92,7 +92,8 @@ func loadSettings(args []string, getenv func(string) string, stderr io.Writer) (
 		fmt.Fprintf(stderr, "  pubkey  print this edge's public key line for the gateway's authorized_keys\n")
 		fmt.Fprintf(stderr, "  enroll  [--config FILE] STRING: enrol with a one-time string from the gateway and write the config file\n")
 		fmt.Fprintf(stderr, "  pause   refuse every RPC until resume\n  resume  serve RPCs again\n\n")
-		fmt.Fprintf(stderr, "Every flag has an EDGE_* environment variable; flags win. LOG_LEVEL, LOG_FORMAT=json.\n\n")
+		fmt.Fprintf(stderr, "Every flag has an EDGE_* environment variable; flags win. LOG_LEVEL, LOG_FORMAT=json.\n")
+		fmt.Fprintf(stderr, "--config FILE (before the command) reads EDGE_* settings from FILE, e.g. the edge.env enroll wrote,\nwhere the environment does not set them.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {

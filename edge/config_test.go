@@ -77,6 +77,14 @@ func TestRunCommands(t *testing.T) {
 	if run([]string{"pubkey"}, &out, &errb); out.String() != first {
 		t.Fatal("pubkey changed between runs")
 	}
+	// pause needs the edge's state directory: it creates none where no edge runs.
+	if rc := run([]string{"pause"}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "no state directory") {
+		t.Fatalf("pause without a state directory: rc=%d %q", rc, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+		t.Fatal("pause created the state directory")
+	}
+	os.MkdirAll(filepath.Join(dir, "state"), 0o700)
 	if rc := run([]string{"pause"}, &out, &errb); rc != 0 {
 		t.Fatalf("pause rc=%d", rc)
 	}

@@ -45,6 +45,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// The detached supervisor of one job (internal): see rpc.RunJob.
 		return rpc.RunJob(rpc.DefaultJobCommand(), args[1:])
 	}
+	args, err := applyConfigFile(args, os.LookupEnv, os.Setenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "mcp-ssh-edge: %v\n", err)
+		return 2
+	}
 	s, rest, showVersion, err := loadSettings(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
@@ -93,8 +98,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, keys.AuthorizedLine(signer.PublicKey()))
 		return 0
 	case "pause":
-		if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
-			fmt.Fprintf(stderr, "mcp-ssh-edge: EDGE_STATE_DIR: %v\n", err)
+		// The state directory is the running edge's: pause does not create one on a machine
+		// where no edge ever ran (it would be a switch nobody reads).
+		if st, err := os.Stat(s.StateDir); err != nil || !st.IsDir() {
+			fmt.Fprintf(stderr, "mcp-ssh-edge: pause: no state directory %s: is the edge installed and run with this EDGE_STATE_DIR (or --config)?\n", s.StateDir)
 			return 1
 		}
 		if err := os.WriteFile(rpc.PauseFile(s.StateDir), []byte("paused by the device owner\n"), 0o600); err != nil {
