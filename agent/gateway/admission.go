@@ -51,6 +51,7 @@ type admission struct {
 	startup    bool           // counted in the startup gate (unauthenticated)
 	authBy     time.Time      // the handshake's deadline once the key exchange is done
 	unknownKey atomic.Bool    // an unauthorized key was offered (for the handshake metric)
+	unknownFP  atomic.Value   // string: an unknown key whose signature verified, refused if the handshake fails
 }
 
 func (g *Gateway) newAdmission(nc net.Conn) *admission {
@@ -265,18 +266,31 @@ func (a *admission) refusePenalized(c *sshConn, left time.Duration, log *slog.Lo
 	log.Debug("edge refused: penalized", "left", left)
 }
 
-// authFailure judges an unknown key whose signature verified: counted for the handshake
-// metric, logged and audited as the refusal log lets it (the first of each source per
-// interval, the rest summed up).
+// authFailure notes an unknown key whose signature verified. It is judged with the
+// handshake: refused (logged and audited as the refusal log lets it: the first of each source
+// per interval, the rest summed up) only if the handshake fails, since the same connection may
+// still enrol the key with a secret.
 func (a *admission) authFailure(fp string) {
 	a.unknownKey.Store(true)
+	a.unknownFP.Store(fp)
+}
+
+// refuseUnknownKey refuses the unknown key the connection offered, if any, unless it is the
+// key that authenticated in the end (enrolled with a secret in the same connection).
+func (a *admission) refuseUnknownKey(authenticated string) {
+	fp, _ := a.unknownFP.Load().(string)
+	if fp == "" || fp == authenticated {
+		return
+	}
 	addr := a.nc.RemoteAddr()
 	a.g.refuseUnauthenticated(addr, audit.Event{Event: "auth_failure", Fingerprint: fp, RemoteAddr: addr.String(),
 		Outcome: "refused", Error: "key not in authorized_keys"}, "edge refused: unknown key")
 }
 
-// judgeHandshake counts a failed SSH handshake by its reason.
+// judgeHandshake counts a failed SSH handshake by its reason, and refuses the unknown key it
+// offered, if any.
 func (a *admission) judgeHandshake(err error) {
+	a.refuseUnknownKey("")
 	outcome := handshakeOutcome(err, a.unknownKey.Load())
 	if a.hc != nil && a.hc.penalized.Load() {
 		outcome = HandshakePenalized

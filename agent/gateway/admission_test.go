@@ -481,15 +481,15 @@ func TestEventKindsDedupSeparately(t *testing.T) {
 	}{
 		{"a refusal survives a flood of auth failures", "edge_refused",
 			func(a *admission) { a.refused(liar, "bad hello") },
-			func(a *admission, i int) { a.authFailure(fmt.Sprintf("SHA256:flood-%d", i)) }},
+			func(a *admission, i int) { refuseUnknown(a, fmt.Sprintf("SHA256:flood-%d", i)) }},
 		{"a penalty survives a flood of auth failures", "edge_penalized",
 			func(a *admission) { a.offend(liar, offenceViolation, a.g.log) },
-			func(a *admission, i int) { a.authFailure(fmt.Sprintf("SHA256:flood-%d", i)) }},
+			func(a *admission, i int) { refuseUnknown(a, fmt.Sprintf("SHA256:flood-%d", i)) }},
 		{"a penalty survives a flood of refusals", "edge_penalized",
 			func(a *admission) { a.offend(liar, offenceViolation, a.g.log) },
 			func(a *admission, i int) { a.refused(fmt.Sprintf("SHA256:flood-%d", i), "bad hello") }},
 		{"an auth failure survives floods of refusals and penalties", "auth_failure",
-			func(a *admission) { a.authFailure(stranger) },
+			func(a *admission) { refuseUnknown(a, stranger) },
 			func(a *admission, i int) {
 				a.refused(fmt.Sprintf("SHA256:flood-%d", i), "bad hello")
 				a.offend(fmt.Sprintf("SHA256:flood-%d", i), offenceViolation, a.g.log)
@@ -547,4 +547,10 @@ func TestFailLimiter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refuseUnknown is an unknown key's signature verifying in a connection that then fails.
+func refuseUnknown(a *admission, fp string) {
+	a.authFailure(fp)
+	a.refuseUnknownKey("")
 }

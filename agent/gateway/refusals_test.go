@@ -174,6 +174,8 @@ func TestUnknownThenAuthorizedKey(t *testing.T) {
 				t.Fatalf("the authorized key, offered second, was refused: %v", err)
 			}
 			go ssh.DiscardRequests(reqs)
+			// The unknown key is judged once the handshake is over, on the gateway's side.
+			waitFor(t, 3*time.Second, "the unknown key audited", func() bool { return countEvents(t, f, "auth_failure") >= 1 })
 			c.Close()
 			if n := countEvents(t, f, "auth_failure"); n != 1 {
 				t.Fatalf("%d auth_failure lines, want 1 for the unknown key", n)
@@ -196,7 +198,8 @@ func (m fakeMeta) LocalAddr() net.Addr   { return m.remote }
 // queries, which carry no signature; a peer may send 127 of them a connection, each with a
 // made-up key. The callback audits none of them; an unknown key is judged only when the
 // library reports its verified signature (authLog, with the partial success the callback
-// returned for that very key, whatever was queried after it).
+// returned for that very key, whatever was queried after it), and refused only when the
+// handshake fails.
 func TestKeyQueriesAreNotAudited(t *testing.T) {
 	for _, enrol := range []bool{false, true} {
 		t.Run(fmt.Sprintf("enrolment %v", enrol), func(t *testing.T) {
@@ -224,6 +227,11 @@ func TestKeyQueriesAreNotAudited(t *testing.T) {
 				t.Fatalf("127 key queries wrote %d auth_failure lines (log: %q), want none", n, f.logs.String())
 			}
 			f.g.authLog(fakeMeta{nc.RemoteAddr()}, st, "publickey", signed)
+			// Judged with the handshake: an enrolment in the same connection may still admit it.
+			if n := countEvents(t, f, "auth_failure"); n != 0 || strings.Contains(f.logs.String(), "unknown key") {
+				t.Fatalf("an unknown key refused before its handshake ended (%d lines, log %q)", n, f.logs.String())
+			}
+			st.adm.judgeHandshake(errors.New("ssh: no auth passed yet"))
 			evs := f.auditLines(t)
 			if len(evs) != 1 || evs[0].Event != "auth_failure" || evs[0].Fingerprint != keys.Fingerprint(signedKey) {
 				t.Fatalf("after the signature verified: %+v, want one auth_failure naming the signed key", evs)
@@ -250,5 +258,34 @@ func TestRefusalKindsEachWrittenOnce(t *testing.T) {
 		if got, _ := r.note(src, tc.kind, now); got != tc.want {
 			t.Errorf("refusal %d (%s) written one by one = %v, want %v", i, tc.kind, got, tc.want)
 		}
+	}
+}
+
+// TestEnrolledKeyNotRefused: the unknown key that a connection then enrols with a secret is not
+// logged or audited as refused (the operator saw "edge refused: unknown key" for every
+// successful enrolment); a different unknown key in a successful connection still is.
+func TestEnrolledKeyNotRefused(t *testing.T) {
+	f, _ := newIdleGateway(t, nil)
+	for _, tc := range []struct {
+		name          string
+		unknown, auth string
+		want          int
+	}{
+		{"enrolled in the same connection", "SHA256:new", "SHA256:new", 0},
+		{"another key authenticated", "SHA256:stranger", "SHA256:known", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := countEvents(t, f, "auth_failure")
+			nc, _ := pipeFrom(t, "192.0.2.9")
+			a := f.g.newAdmission(nc)
+			a.authFailure(tc.unknown)
+			a.refuseUnknownKey(tc.auth)
+			if n := countEvents(t, f, "auth_failure") - before; n != tc.want {
+				t.Fatalf("%d auth_failure lines, want %d", n, tc.want)
+			}
+		})
+	}
+	if strings.Contains(f.logs.String(), "SHA256:new") {
+		t.Errorf("the enrolled key was logged as refused: %s", f.logs.String())
 	}
 }

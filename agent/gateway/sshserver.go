@@ -103,8 +103,10 @@ func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	log := g.log.With("remote_addr", nc.RemoteAddr().String())
 	key := g.authenticatedKey(sc, log)
 	if key == nil {
+		a.refuseUnknownKey("")
 		return
 	}
+	a.refuseUnknownKey(key.fp)
 	log = log.With("fingerprint", key.fp)
 	if !a.afterAuth(ctx, c, key.fp, log) {
 		return
