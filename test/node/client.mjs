@@ -160,6 +160,8 @@ async function checkTools(client) {
     assert.equal(t.outputSchema?.type, 'object', `${t.name}: outputSchema is not an object schema`);
     for (const [arg, schema] of Object.entries(t.inputSchema.properties ?? {})) {
       assert.ok(schema.description?.trim(), `${t.name}: argument ${arg} has no description`);
+      // One plain type per argument: strict clients warn about ["null", T].
+      assert.equal(typeof schema.type, 'string', `${t.name}: argument ${arg} has type ${JSON.stringify(schema.type)}`);
     }
     const a = t.annotations ?? {};
     for (const hint of ['readOnlyHint', 'destructiveHint', 'idempotentHint', 'openWorldHint']) {
@@ -596,6 +598,13 @@ async function main() {
   });
   // The gateway listens on SSH_PORT=0: whoever starts the edges learns the port here.
   log(`ssh_addr ${status.gateway.ssh_addr}`);
+
+  await check('bad arguments get one readable line with an example', async () => {
+    const text = await call(client, 'run_command', { edge: 'x', argv: 'uname -a' }, { expectError: true });
+    const msg = (text.content ?? []).map((c) => c.text).join('\n');
+    assert.match(msg, /^invalid arguments: argv must be an array, not a string, e\.g\. \{"argv": \["uname", "-a"\]\}/, msg);
+    assert.ok(!msg.includes('&{') && !msg.includes('\n'), `not one readable line: ${msg}`);
+  });
 
   await check('get_agent_pubkey', async () => {
     const pk = await call(client, 'get_agent_pubkey', {});
