@@ -3,7 +3,6 @@ package forward
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -34,6 +33,9 @@ func (m *Merged) Kind(ref string) string {
 	if m.Forward.Has(ref) {
 		return Kind
 	}
+	if !m.Gateway.Knows(ref) {
+		return gateway.KindCompanion
+	}
 	if e, err := m.Gateway.Edge(ref); err == nil {
 		if k, ok := e.(interface{ Kind() string }); ok {
 			return k.Kind()
@@ -47,11 +49,13 @@ func (m *Merged) Edge(ref string) (gateway.Edge, error) {
 	if !m.Forward.Has(ref) {
 		return m.Gateway.Edge(ref)
 	}
-	if e, err := m.Gateway.Edge(ref); err == nil {
+	if m.Gateway.Knows(ref) {
+		e, err := m.Gateway.Edge(ref)
+		if err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: %q names both companion edge %s and a forward edge of %s: rename one",
 			gateway.ErrUnknownEdge, ref, e.Fingerprint(), m.Forward.Path())
-	} else if !errors.Is(err, gateway.ErrUnknownEdge) {
-		return nil, err
 	}
 	return m.Forward.Edge(ref)
 }

@@ -31,6 +31,13 @@ func (g *Gateway) Edge(ref string) (Edge, error) {
 	return h, nil
 }
 
+// Knows reports whether ref names a known or connected edge of this gateway, as Edge would
+// resolve it, without counting a miss: for a fleet that asks several places.
+func (g *Gateway) Knows(ref string) bool {
+	_, err := g.lookup(strings.TrimSpace(ref))
+	return err == nil
+}
+
 // lookup is Edge without the metric.
 func (g *Gateway) lookup(ref string) (*handle, error) {
 	switch {
