@@ -179,10 +179,17 @@ func baseConfig() tools.Config {
 
 func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 	t.Helper()
+	return newHarnessWith(t, f, cfg, mcp.LATEST_PROTOCOL_VERSION)
+}
+
+// newHarnessWith is newHarness with client options (e.g. an elicitation handler) and a
+// chosen protocol version.
+func newHarnessWith(t *testing.T, f tools.Fleet, cfg tools.Config, version string, opts ...client.ClientOption) *harness {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv := tools.NewServer(f, cfg)
-	c, err := client.NewInProcessClient(srv)
+	c, err := client.NewInProcessClientWithOptions(srv, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +198,7 @@ func newHarness(t *testing.T, f tools.Fleet, cfg tools.Config) *harness {
 		t.Fatal(err)
 	}
 	var ir mcp.InitializeRequest
-	ir.Params.ProtocolVersion = mcp.LATEST_PROTOCOL_VERSION
+	ir.Params.ProtocolVersion = version
 	ir.Params.ClientInfo = mcp.Implementation{Name: "test", Version: "0"}
 	init, err := c.Initialize(ctx, ir)
 	if err != nil {

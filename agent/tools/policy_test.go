@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 
@@ -236,52 +235,6 @@ func (h *harness) listToolsAs(token string) []string {
 	}
 	slices.Sort(names)
 	return names
-}
-
-// newHarnessWith is newHarness with client options (e.g. an elicitation handler) and a
-// chosen protocol version.
-func newHarnessWith(t *testing.T, f tools.Fleet, cfg tools.Config, version string, opts ...client.ClientOption) *harness {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	srv := tools.NewServer(f, cfg)
-	c, err := client.NewInProcessClientWithOptions(srv, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	if err := c.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var ir mcp.InitializeRequest
-	ir.Params.ProtocolVersion = version
-	ir.Params.ClientInfo = mcp.Implementation{Name: "test-elicit", Version: "0"}
-	init, err := c.Initialize(ctx, ir)
-	if err != nil {
-		t.Fatalf("initialize: %v", err)
-	}
-	lt, err := c.ListTools(ctx, mcp.ListToolsRequest{})
-	if err != nil {
-		t.Fatalf("tools/list: %v", err)
-	}
-	h := &harness{t: t, c: c, srv: srv, init: init, tools: map[string]mcp.Tool{}, schemas: map[string]*jsonschema.Resolved{}}
-	for _, tool := range lt.Tools {
-		h.tools[tool.Name] = tool
-		raw, err := json.Marshal(tool.OutputSchema)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var s jsonschema.Schema
-		if err := json.Unmarshal(raw, &s); err != nil {
-			t.Fatalf("%s output schema: %v", tool.Name, err)
-		}
-		rs, err := s.Resolve(nil)
-		if err != nil {
-			t.Fatalf("%s output schema does not resolve: %v", tool.Name, err)
-		}
-		h.schemas[tool.Name] = rs
-	}
-	return h
 }
 
 // policyConfig is baseConfig with the policy p, an audit log and, when stateDir is set, an
