@@ -15,10 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"golang.org/x/crypto/ssh"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
+
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/configfile"
 )
 
 // Kind is the value of get_status's edge kind for the edges this package serves.
@@ -184,58 +185,14 @@ func (f *Fleet) Run(ctx context.Context) error {
 	f.mu.Unlock()
 	defer f.stopAll()
 
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if fw, err := fsnotify.NewWatcher(); err != nil {
-		f.opts.Log.Warn("forward: no file watcher, checking the file every poll interval", "file", f.path, "err", err)
-	} else {
-		defer fw.Close()
-		if err := fw.Add(filepath.Dir(f.path)); err != nil {
-			f.opts.Log.Warn("forward: cannot watch the directory, polling the file", "err", err)
-		} else {
-			events, errs = fw.Events, fw.Errors
-		}
+	changed := func() bool {
+		f.mu.RLock()
+		defer f.mu.RUnlock()
+		return statFile(f.path) != f.stamp
 	}
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
-	armed := false
-	arm := func() {
-		if !armed {
-			debounce.Reset(100 * time.Millisecond)
-			armed = true
-		}
-	}
-	poll := time.NewTicker(f.opts.PollInterval)
-	defer poll.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			arm()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			f.opts.Log.Warn("forward: file watcher error", "err", err)
-		case <-debounce.C:
-			armed = false
-			_ = f.Reload()
-		case <-poll.C:
-			f.mu.RLock()
-			changed := statFile(f.path) != f.stamp
-			f.mu.RUnlock()
-			if changed && !armed {
-				arm()
-			}
-		}
-	}
+	configfile.Watch(ctx, configfile.WatchOptions{Path: f.path, What: "forward", Poll: f.opts.PollInterval,
+		Debounce: 100 * time.Millisecond, Log: f.opts.Log}, changed, func(bool) { _ = f.Reload() })
+	return nil
 }
 
 func (f *Fleet) stopAll() {

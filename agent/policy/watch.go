@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/configfile"
 )
 
 // Timings of the watcher. The poll is the fallback for when inotify is unavailable or misses
@@ -111,68 +111,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	defer w.running.Store(false)
 
-	dir, base := filepath.Dir(w.path), filepath.Base(w.path)
-	var events <-chan fsnotify.Event
-	var errs <-chan error
-	if !w.noNotify {
-		fw, err := fsnotify.NewWatcher()
-		if err != nil {
-			w.log.Warn("policy: no file watcher, checking the file every second", "file", w.path, "err", err)
-		} else {
-			defer fw.Close()
-			if err := fw.Add(dir); err != nil {
-				w.log.Warn("policy: cannot watch the directory, checking the file every second", "dir", dir, "err", err)
-			} else {
-				events, errs = fw.Events, fw.Errors
-			}
-		}
-	}
-	// The debounce fires w.debounce after the first sign of a change and is not pushed back
-	// by later ones, so a directory that never stops changing cannot starve the reload.
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
-	armed := false
-	arm := func() {
-		if !armed {
-			debounce.Reset(w.debounce)
-			armed = true
-		}
-	}
-	poll := time.NewTicker(w.poll)
-	defer poll.Stop()
-	force := false // an event named the file itself: read it even if its stamp looks the same
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			// Any entry of the directory may be the file's target (..data of a ConfigMap
-			// volume, an editor's temporary file renamed over it): check after every one.
-			if filepath.Base(ev.Name) == base {
-				force = true
-			}
-			arm()
-		case err, ok := <-errs:
-			if !ok {
-				errs = nil
-				continue
-			}
-			w.log.Warn("policy: file watcher error", "err", err)
-		case <-debounce.C:
-			armed = false
-			_ = w.reload(force)
-			force = false
-		case <-poll.C:
-			if !armed && w.stampChanged() {
-				arm() // read once the writer has had a moment to finish
-			}
-		}
-	}
+	configfile.Watch(ctx, configfile.WatchOptions{Path: w.path, What: "policy", Poll: w.poll, Debounce: w.debounce,
+		NoNotify: w.noNotify, Log: w.log}, w.stampChanged, func(force bool) { _ = w.reload(force) })
+	return nil
 }
 
 // stampChanged reports whether the file's size, mtime or inode differ from the last read.
