@@ -26,10 +26,10 @@ import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { CALL_TIMEOUT_MS, call, reporter, sleep } from './lib.mjs';
 
 const TOTAL_TIMEOUT_MS = 75_000;
 const CONNECT_WAIT_MS = 20_000;
-const CALL_TIMEOUT_MS = 30_000;
 const JOB_WAIT_MS = 10_000; // a short background job finishes, a cancelled one stops, within this
 const PENDING_WAIT_MS = 15_000; // an unknown edge shows as pending / an approved one connects
 
@@ -53,13 +53,7 @@ const NEW_TOOLS = [
 const EDGES_URI = 'edge://edges';
 const INFO_TEMPLATE = 'edge://{name}/info';
 
-const log = (msg) => process.stdout.write(`node-client: ${msg}\n`);
-const fail = (msg) => {
-  process.stderr.write(`node-client: FAIL: ${msg}\n`);
-  process.exit(1);
-};
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const { log, fail, check } = reporter('node-client');
 const sha256hex = (data) => createHash('sha256').update(data).digest('hex');
 
 // fingerprintOf computes the SHA256:… fingerprint of an authorized_keys line, as ssh-keygen -l does.
@@ -79,35 +73,6 @@ function newPublicKeyLine(comment) {
   };
   const blob = Buffer.concat([str(Buffer.from('ssh-ed25519')), str(raw)]);
   return `ssh-ed25519 ${blob.toString('base64')} ${comment}`;
-}
-
-// check runs one named step so a failure says which one.
-async function check(name, fn) {
-  try {
-    const out = await fn();
-    log(`ok   ${name}`);
-    return out;
-  } catch (err) {
-    fail(`${name}: ${err?.stack ?? err}`);
-  }
-}
-
-// call invokes a tool; the SDK throws if structuredContent does not match the output schema.
-async function call(client, name, args, { expectError = false } = {}) {
-  const res = await client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS });
-  const text = (res.content ?? []).filter((c) => c.type === 'text').map((c) => c.text).join('\n');
-  if (Boolean(res.isError) !== expectError) {
-    throw new Error(`${name} isError=${Boolean(res.isError)}, want ${expectError}: ${text}`);
-  }
-  if (expectError) {
-    assert.ok(text.trim().length > 0, `${name}: an error result must carry a message`);
-    return res;
-  }
-  assert.equal(typeof res.structuredContent, 'object', `${name}: no structuredContent`);
-  assert.ok(res.structuredContent !== null, `${name}: structuredContent is null`);
-  // Every result carries a JSON text copy of the structured content (README.md, Tools).
-  assert.deepEqual(JSON.parse(text), res.structuredContent, `${name}: text content is not a JSON copy of structuredContent`);
-  return res.structuredContent;
 }
 
 // readJSON reads a resource and parses its one JSON text content.

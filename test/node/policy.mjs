@@ -18,35 +18,12 @@ import path from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { ElicitRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { call, reporter, sleep, textOf } from './lib.mjs';
 
-const CALL_TIMEOUT_MS = 30_000;
 const CONNECT_WAIT_MS = 20_000;
-const log = (msg) => process.stdout.write(`node-policy: ${msg}\n`);
-const fail = (msg) => {
-  process.stderr.write(`node-policy: FAIL: ${msg}\n`);
-  process.exit(1);
-};
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function check(name, fn) {
-  try {
-    const out = await fn();
-    log(`ok   ${name}`);
-    return out;
-  } catch (err) {
-    fail(`${name}: ${err?.stack ?? err}`);
-  }
-}
-
-// call invokes a tool; the SDK throws if structuredContent does not match the output schema.
-async function call(client, name, args, { expectError = false } = {}) {
-  const res = await client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS });
-  const text = (res.content ?? []).filter((c) => c.type === 'text').map((c) => c.text).join('\n');
-  if (Boolean(res.isError) !== expectError) {
-    throw new Error(`${name} isError=${Boolean(res.isError)}, want ${expectError}: ${text}`);
-  }
-  return expectError ? text : res.structuredContent;
-}
+const { log, fail, check } = reporter('node-policy');
+// refusal calls a tool that must fail and returns its message.
+const refusal = async (client, name, args) => textOf(await call(client, name, args, { expectError: true }));
 
 async function main() {
   const bin = process.env.GATEWAY_BIN;
@@ -96,16 +73,16 @@ async function main() {
 
   for (const argv of [['sh', '-c', 'uptime'], ['/tmp/x/uptime'], ['env', 'PATH=/tmp', 'uptime']]) {
     await check(`run_command ${JSON.stringify(argv)} refused`, async () => {
-      const text = await call(client, 'run_command', { edge: prod, argv }, { expectError: true });
+      const text = await refusal(client, 'run_command', { edge: prod, argv });
       assert.match(text, /role ops/, text);
     });
   }
   await check('run_command with a shell string refused', async () => {
-    const text = await call(client, 'run_command', { edge: prod, command: 'uptime; id' }, { expectError: true });
+    const text = await refusal(client, 'run_command', { edge: prod, command: 'uptime; id' });
     assert.match(text, /role ops/, text);
   });
   await check('the lab edge is unknown to the role', async () => {
-    const text = await call(client, 'run_command', { edge: lab, argv: ['uptime'] }, { expectError: true });
+    const text = await refusal(client, 'run_command', { edge: lab, argv: ['uptime'] });
     assert.match(text, /unknown edge/, text);
   });
 
@@ -129,7 +106,7 @@ async function main() {
   });
   const denied = path.join(uploadDir, 'denied.txt');
   await check('upload_file denied by elicitation', async () => {
-    const text = await call(client, 'upload_file', { edge: prod, path: denied, content: 'no\n' }, { expectError: true });
+    const text = await refusal(client, 'upload_file', { edge: prod, path: denied, content: 'no\n' });
     assert.match(text, /denied|not approved/, text);
     assert.ok(!existsSync(denied), 'a denied upload landed');
     assert.equal(asked.length, 2);
