@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -36,19 +35,8 @@ func TestAgentless(t *testing.T) {
 		t.Skip("no OpenSSH client:", err)
 	}
 	f := newFixture(t)
-	clientKeyFile := filepath.Join(f.KeysDir, "client_ed25519")
-	client, _, err := keys.LoadOrGenerate(clientKeyFile, "test client key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := localfleet.StartSSHD(t.TempDir(), client.PublicKey())
-	if errors.Is(err, localfleet.ErrNoSSHD) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dev.Stop)
+	clientKeyFile, client := f.clientKey(t)
+	dev := startSSHD(t, client.PublicKey())
 
 	dir := t.TempDir()
 	devKey := filepath.Join(dir, "device_ed25519") // the device's key for its tunnel

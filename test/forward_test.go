@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,25 +18,10 @@ import (
 func TestForwardMode(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
-	clientKeyFile := filepath.Join(f.KeysDir, "client_ed25519")
-	client, _, err := keys.LoadOrGenerate(clientKeyFile, "test client key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := localfleet.StartSSHD(t.TempDir(), client.PublicKey())
-	if errors.Is(err, localfleet.ErrNoSSHD) && os.Getenv("CI") != "true" {
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(dev.Stop)
+	clientKeyFile, client := f.clientKey(t)
+	dev := startSSHD(t, client.PublicKey())
 	// A second server pinned to a key it does not have.
-	impostor, err := localfleet.StartSSHD(t.TempDir(), client.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(impostor.Stop)
+	impostor := startSSHD(t, client.PublicKey())
 	other, _, err := keys.LoadOrGenerate(filepath.Join(t.TempDir(), "other"), "another host key")
 	if err != nil {
 		t.Fatal(err)

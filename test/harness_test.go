@@ -20,7 +20,9 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+	"golang.org/x/crypto/ssh"
 
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/keys"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/test/localfleet"
 )
 
@@ -327,4 +329,31 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 
 func contextTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
+}
+
+// clientKey makes the key a forward-mode gateway logs in with (CLIENT_KEY_FILE under the
+// fixture's KEYS_DIR) and returns its file and signer.
+func (f *fixture) clientKey(t *testing.T) (string, ssh.Signer) {
+	t.Helper()
+	file := filepath.Join(f.KeysDir, "client_ed25519")
+	s, _, err := keys.LoadOrGenerate(file, "test client key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return file, s
+}
+
+// startSSHD starts Debian's sshd on loopback (localfleet.SSHD) authorizing the given keys,
+// stopped at cleanup. Without openssh-server the test is skipped (failed when CI=true).
+func startSSHD(t *testing.T, authorized ...ssh.PublicKey) *localfleet.SSHD {
+	t.Helper()
+	d, err := localfleet.StartSSHD(t.TempDir(), authorized...)
+	if errors.Is(err, localfleet.ErrNoSSHD) && os.Getenv("CI") != "true" {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Stop)
+	return d
 }

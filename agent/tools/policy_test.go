@@ -656,8 +656,8 @@ func TestPolicyVisibility(t *testing.T) {
 			if !res.IsError || !strings.Contains(text(res), fmt.Sprintf("unknown edge %q", c.args["edge"])) {
 				t.Fatalf("%s on %v: %s", c.tool, c.args["edge"], mustJSON(t, res))
 			}
-			// The audit says what happened to the operator, never ok.
-			if _, o := lastCall(t, read, c.tool); o.Outcome == "ok" || o.Actor != "http:openwebui" {
+			// To the caller the edge is unknown; the operator's audit says it was refused.
+			if _, o := lastCall(t, read, c.tool); o.Outcome != "refused" || o.Actor != "http:openwebui" {
 				t.Fatalf("audit %+v", o)
 			}
 		}
