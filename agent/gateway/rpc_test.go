@@ -259,7 +259,14 @@ func TestBusyEdgeQueuesThenRefuses(t *testing.T) {
 		results <- err
 	}
 	go hold()
-	waitFor(t, 5*time.Second, "one call running", func() bool { return inFlight() == 1 })
+	waitFor(t, 5*time.Second, "one call running", func() bool {
+		select {
+		case err := <-results: // the held call ended: say why instead of timing out
+			t.Fatalf("the held call returned at once: %v", err)
+		default:
+		}
+		return inFlight() == 1
+	})
 
 	// A queued call gives up with its context.
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
