@@ -37,10 +37,11 @@ type SSHD struct {
 	User    string        // the user the gateway logs in as
 	HostKey ssh.PublicKey // its host key, to pin
 
-	cfg string
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	log *syncLog
+	cfg    string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd has been waited for
+	log    *syncLog
 }
 
 // StartSSHD writes the server's files under dir and starts it, authorizing the given client
@@ -82,13 +83,16 @@ func StartSSHD(dir string, authorized ...ssh.PublicKey) (*SSHD, error) {
 	if err := os.WriteFile(akFile, ak, 0o600); err != nil {
 		return nil, err
 	}
-	port, err := FreePort() // sshd has no "port 0": picked, then bound by sshd
-	if err != nil {
-		return nil, err
-	}
-	s := &SSHD{Dir: dir, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), User: u.Username,
-		HostKey: host.PublicKey(), cfg: filepath.Join(dir, "sshd_config")}
-	conf := fmt.Sprintf(`Port %d
+	s := &SSHD{Dir: dir, User: u.Username, HostKey: host.PublicKey(), cfg: filepath.Join(dir, "sshd_config")}
+	// sshd has no "port 0": a port is picked free, then bound by sshd; another process may
+	// take it in between, so a failed bind is tried again on another port.
+	for attempt := 0; ; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		conf := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 HostKey %s
 AuthorizedKeysFile %s
@@ -105,13 +109,21 @@ MaxStartups 100
 LogLevel VERBOSE
 SetEnv SHLVL=1
 `, port, hk, akFile, filepath.Join(dir, "sshd.pid"), u.Username)
-	if err := os.WriteFile(s.cfg, []byte(conf), 0o600); err != nil {
-		return nil, err
+		if err := os.WriteFile(s.cfg, []byte(conf), 0o600); err != nil {
+			return nil, err
+		}
+		err = s.Start()
+		if err == nil || attempt == 2 || !strings.Contains(err.Error(), "Address already in use") {
+			return s, err
+		}
 	}
-	return s, s.Start()
 }
 
-// Start runs the server (again, after Stop) and waits until it listens.
+// Start runs the server (again, after Stop) and waits until it listens. sshd has no port 0:
+// its port was picked free and may have been taken meanwhile by another listener (another
+// test package's gateway), which a dial would then reach instead. So readiness is sshd's own
+// "Server listening" line, and a failed bind is an error, never a foreign listener taken
+// for sshd.
 func (s *SSHD) Start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -121,19 +133,23 @@ func (s *SSHD) Start() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start sshd: %w", err)
 	}
-	s.cmd = cmd
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	s.cmd, s.exited = cmd, exited
+	_, port, _ := net.SplitHostPort(s.Addr)
+	ready := "Server listening on 127.0.0.1 port " + port
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.Addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
+	for !strings.Contains(s.log.String(), ready) {
+		select {
+		case <-exited:
+			return fmt.Errorf("sshd exited before listening on %s:\n%s", s.Addr, s.log.String())
+		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("sshd did not listen on %s: %v\n%s", s.Addr, err, s.log.String())
+			return fmt.Errorf("sshd did not listen on %s within 10 s:\n%s", s.Addr, s.log.String())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return nil
 }
 
 // Stop kills sshd and its per-connection processes, which drops every connection. The
@@ -151,7 +167,7 @@ func (s *SSHD) Stop() {
 		}
 	}
 	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
+	<-s.exited
 	s.cmd = nil
 }
 
