@@ -12,6 +12,19 @@
 // anchor (at most Options.AnchorInterval, or since a crash), or about a log whose anchor was
 // rewritten too by someone with write access to both: keep a copy of the anchor elsewhere to
 // cover that.
+//
+// Durability, exactly: Write hands its line to the kernel in one write(2) on a file opened
+// O_APPEND, under the Logger's lock, before it returns; a caller that writes an intent line
+// and then sends its RPC (agent/tools) therefore never sends one whose line is not in the
+// file, and lines are in the file in the order their Writes returned. There is no fsync per
+// line: a line survives the gateway process crashing or being killed at any point after its
+// Write returned, but a crash of the host itself (power loss, kernel panic) can lose the
+// lines written since the last fsync. The log is fsynced at every anchor checkpoint (at most
+// Options.AnchorInterval, default 1 s, after a line is written), at rotation and at Close,
+// and the anchor is only rewritten after that sync, so it never names a line that is not on
+// disk. A line lost in a host crash is thus at most AnchorInterval old. (An fsync per line measured ≈ 0.5 ms here, more than the
+// whole tunnel and edge overhead of a call; grouping concurrent writers into one fsync would
+// still put a full fsync on every sequential call's path.)
 package audit
 
 import (

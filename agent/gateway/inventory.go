@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,10 +33,20 @@ const (
 	maxInventoryBlob = 256 << 10
 	// maxInterned bounds the string interning table.
 	maxInterned = 8192
+	// maxToolLists bounds the table of shared tool lists.
+	maxToolLists = 1024
+	// maxScheduledPulls bounds the scheduled pulls running at once. After a reconnect storm
+	// every edge's first pull is due within seconds: unbounded, 10,000 goroutines each held a
+	// deep stack and a half-decoded inventory at the same time, and the runtime keeps every
+	// goroutine descriptor it ever made. 256 at once still pull 10,000 edges in seconds on
+	// loopback (about 40 s at a 1 s round trip). Pulls asked for by a tool are not counted.
+	maxScheduledPulls = 256
 )
 
 // InventorySummary is the part of an edge's inventory that choosing an edge needs, kept
 // uncompressed for every edge (find_edges filters and sorts 10,000 of them in a few ms).
+// Its slices are shared by every edge with the same tools (most of a fleet): read them,
+// never change them.
 type InventorySummary struct {
 	OS, Platform, PlatformVersion, Arch string
 	LogicalCores                        int
@@ -88,11 +99,50 @@ type inventoryStore struct {
 	byFP     map[string]*inventoryEntry
 	max      int // entries kept, maxInventories
 	interned map[string]string
-	gz       sync.Pool // *gzip.Writer
+	lists    map[string]toolList // by the key shareTools builds
+	gz       sync.Pool           // *compressor
+	pulling  chan struct{}       // one token per scheduled pull running (maxScheduledPulls)
+}
+
+// toolList is the tools part of a summary, shared by the edges that have the same one.
+type toolList struct {
+	tools, versions, runtimes []string
+}
+
+// compressor is a gzip writer with the buffer it writes to, reused across pulls.
+type compressor struct {
+	buf bytes.Buffer
+	zw  *gzip.Writer
 }
 
 func newInventoryStore() *inventoryStore {
-	return &inventoryStore{byFP: map[string]*inventoryEntry{}, max: maxInventories, interned: map[string]string{}}
+	return &inventoryStore{byFP: map[string]*inventoryEntry{}, max: maxInventories, interned: map[string]string{},
+		lists: map[string]toolList{}, pulling: make(chan struct{}, maxScheduledPulls)}
+}
+
+// shareTools returns the shared copy of a tool list equal to l, keeping l as that copy when
+// there is none yet (and room for it). Callers hold s.mu.
+func (s *inventoryStore) shareTools(l toolList) toolList {
+	var k strings.Builder
+	for i, t := range l.tools {
+		k.WriteString(t)
+		k.WriteByte(0)
+		k.WriteString(l.versions[i])
+		k.WriteByte(0)
+	}
+	k.WriteByte(1)
+	for _, r := range l.runtimes {
+		k.WriteString(r)
+		k.WriteByte(0)
+	}
+	key := k.String()
+	if c, ok := s.lists[key]; ok {
+		return c
+	}
+	if len(s.lists) < maxToolLists {
+		s.lists[key] = l
+	}
+	return l
 }
 
 // intern returns a shared copy of a short, common string (OS, tool names, versions), so that
@@ -131,12 +181,17 @@ func (s *inventoryStore) put(fp string, d *protocol.DeviceInfo, connected func(f
 		}
 		delete(s.byFP, victim)
 	}
-	s.byFP[fp] = &inventoryEntry{sum: s.summarize(d), blob: blob}
+	var prev *InventorySummary
+	if e := s.byFP[fp]; e != nil {
+		prev = &e.sum
+	}
+	s.byFP[fp] = &inventoryEntry{sum: s.summarize(d, prev), blob: blob}
 	return nil
 }
 
-// summarize extracts the summary of d. Callers hold s.mu.
-func (s *inventoryStore) summarize(d *protocol.DeviceInfo) InventorySummary {
+// summarize extracts the summary of d; prev is the edge's previous one (nil for none), whose
+// shared tool list is kept when it did not change. Callers hold s.mu.
+func (s *inventoryStore) summarize(d *protocol.DeviceInfo, prev *InventorySummary) InventorySummary {
 	sum := InventorySummary{
 		OS: s.intern(d.OS), Platform: s.intern(d.Platform), PlatformVersion: s.intern(d.PlatformVersion),
 		Arch: s.intern(d.Arch), LogicalCores: d.CPU.LogicalCores, Load1: d.Load.Load1,
@@ -158,46 +213,56 @@ func (s *inventoryStore) summarize(d *protocol.DeviceInfo) InventorySummary {
 	for name := range d.Capabilities.Tools {
 		names = append(names, name)
 	}
+	var l toolList
 	for _, rt := range d.Capabilities.ContainerRuntimes {
 		if _, ok := d.Capabilities.Tools[rt]; !ok {
 			names = append(names, rt)
 		}
-		sum.ContainerRuntimes = append(sum.ContainerRuntimes, s.intern(rt))
+		l.runtimes = append(l.runtimes, s.intern(rt))
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	sum.Tools = make([]string, len(names))
-	sum.ToolVersions = make([]string, len(names))
+	l.tools = make([]string, len(names))
+	l.versions = make([]string, len(names))
 	for i, n := range names {
 		v := d.Capabilities.ToolVersions[n]
 		if v == "" {
 			v = d.Capabilities.ContainerRuntimeVersions[n]
 		}
-		sum.Tools[i], sum.ToolVersions[i] = s.intern(n), s.intern(v)
+		l.tools[i], l.versions[i] = s.intern(n), s.intern(v)
 	}
+	if prev != nil && slices.Equal(prev.Tools, l.tools) && slices.Equal(prev.ToolVersions, l.versions) &&
+		slices.Equal(prev.ContainerRuntimes, l.runtimes) {
+		l = toolList{prev.Tools, prev.ToolVersions, prev.ContainerRuntimes} // the usual re-pull
+	} else {
+		l = s.shareTools(l)
+	}
+	sum.Tools, sum.ToolVersions, sum.ContainerRuntimes = l.tools, l.versions, l.runtimes
 	return sum
 }
 
 // compress encodes d as gzip-compressed JSON.
+// The blob is allocated at its exact size, the only allocation that outlives the call.
 func (s *inventoryStore) compress(d *protocol.DeviceInfo) ([]byte, error) {
-	var buf bytes.Buffer
-	zw, _ := s.gz.Get().(*gzip.Writer)
-	if zw == nil {
-		zw, _ = gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	c, _ := s.gz.Get().(*compressor)
+	if c == nil {
+		c = &compressor{}
+		c.zw, _ = gzip.NewWriterLevel(&c.buf, gzip.BestSpeed)
 	} else {
-		zw.Reset(&buf)
+		c.buf.Reset()
+		c.zw.Reset(&c.buf)
 	}
-	defer s.gz.Put(zw)
-	if err := json.NewEncoder(zw).Encode(d); err != nil {
+	defer s.gz.Put(c)
+	if err := json.NewEncoder(c.zw).Encode(d); err != nil {
 		return nil, fmt.Errorf("encode inventory: %w", err)
 	}
-	if err := zw.Close(); err != nil {
+	if err := c.zw.Close(); err != nil {
 		return nil, fmt.Errorf("compress inventory: %w", err)
 	}
-	if buf.Len() > maxInventoryBlob {
-		return nil, fmt.Errorf("inventory is %d bytes compressed (max %d)", buf.Len(), maxInventoryBlob)
+	if c.buf.Len() > maxInventoryBlob {
+		return nil, fmt.Errorf("inventory is %d bytes compressed (max %d)", c.buf.Len(), maxInventoryBlob)
 	}
-	return bytes.Clone(buf.Bytes()), nil
+	return bytes.Clone(c.buf.Bytes()), nil
 }
 
 // get returns the full stored inventory of fp.

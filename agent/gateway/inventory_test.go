@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -212,5 +213,34 @@ func TestInventoryStoreBounded(t *testing.T) {
 	s.forget([]string{"a"})
 	if s.summary("a") != nil {
 		t.Fatal("forget kept the entry")
+	}
+}
+
+// TestInventoryStoreSharesToolLists: edges with the same tools share one copy of the list
+// (and an edge keeps its own on a re-pull); a different list is its own, and the summaries
+// read the same either way.
+func TestInventoryStoreSharesToolLists(t *testing.T) {
+	s := newInventoryStore()
+	never := func(string) bool { return false }
+	for _, fp := range []string{"a", "b", "a"} {
+		if err := s.put(fp, sampleInventory(1), never); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := sampleInventory(2)
+	other.Capabilities.Tools["kubectl"] = "/usr/bin/kubectl"
+	other.Capabilities.ToolVersions["kubectl"] = "1.31"
+	if err := s.put("c", other, never); err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := s.summary("a"), s.summary("b"), s.summary("c")
+	if &a.Tools[0] != &b.Tools[0] || &a.ToolVersions[0] != &b.ToolVersions[0] || &a.ContainerRuntimes[0] != &b.ContainerRuntimes[0] {
+		t.Error("same tools, separate lists")
+	}
+	if &a.Tools[0] == &c.Tools[0] || a.HasTool("kubectl") || !c.HasTool("kubectl") || c.ToolVersion("kubectl") != "1.31" {
+		t.Errorf("different tools: a %v, c %v", a.Tools, c.Tools)
+	}
+	if !a.HasTool("docker") || a.ToolVersion("docker") != "1.2.3" || !slices.Equal(a.ContainerRuntimes, []string{"docker"}) {
+		t.Errorf("summary a = %+v", a)
 	}
 }

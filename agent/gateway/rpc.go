@@ -3,12 +3,10 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -94,7 +92,10 @@ func (g *Gateway) callEdge(ctx context.Context, h *handle, r rpc) ([]byte, error
 		}
 		return nil, fmt.Errorf("%s on %s: open stream: %w", r.method, h.name, err)
 	}
-	defer stream.Close()
+	// The half-close (FIN) waits until yamux has written it to the SSH channel, one packet
+	// write on loopback ≈ 20 µs: done after the call returns, not on its critical path. The
+	// reader has ended (finish, stopReader) or is stopped by the close.
+	defer func() { go stream.Close() }()
 	x := &exchange{e: e, ref: h.name, method: r.method, stream: stream, w: newFrameWriter(stream),
 		writeErr: make(chan error, 1), readDone: make(chan readResult, 1), log: g.log}
 	go func() { x.writeErr <- x.w.send(req, r.body) }()
@@ -276,7 +277,6 @@ type frameWriter struct {
 	broken  bool // a write failed part-way: the frame sequence is no longer well formed
 	stopped bool // cancelled: nothing more is written
 	buf     []byte
-	digest  hash.Hash // of the body written so far, for a digestBody
 }
 
 func newFrameWriter(s *yamux.Stream) *frameWriter {
@@ -307,9 +307,6 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		c := min(len(p), protocol.MaxDataFrame)
-		if w.digest != nil {
-			w.digest.Write(p[:c])
-		}
 		if err := w.frame(protocol.FrameData, p[:c]); err != nil {
 			return n, err
 		}
@@ -334,23 +331,13 @@ func (w *frameWriter) send(req protocol.Request, body io.Reader) error {
 	if body == nil {
 		return nil
 	}
-	d, digest := body.(*digestBody)
-	if digest {
-		w.digest = sha256.New()
+	if d, ok := body.(*digestBody); ok {
+		return w.sendDigestBody(d) // hashed in a goroutine of its own, pipelined with the sending
 	}
 	if _, err := io.CopyBuffer(w, bodyReader{body}, make([]byte, bodyBuffer)); err != nil {
 		return err
 	}
-	if !digest {
-		return w.frame(protocol.FrameData, nil)
-	}
-	if d.check != nil {
-		if err := d.check(); err != nil {
-			return bodyError{err}
-		}
-	}
-	d.sum = hex.EncodeToString(w.digest.Sum(nil))
-	return w.frame(protocol.FrameDigest, []byte(d.sum))
+	return w.frame(protocol.FrameData, nil)
 }
 
 // bodyError is a failure of a request body itself, as opposed to the stream it is sent on.

@@ -1,6 +1,7 @@
 // Command rpcbench measures, in one run on this machine, what a call through mcp-ssh-gateway
 // costs next to OpenSSH: `run_command` latency through the real gateway and a local edge
-// against multiplexed `ssh -S ctl host true` on a throw-away sshd, the fork+exec floor, a
+// against multiplexed `ssh -S ctl host true` on a throw-away sshd, the MCP no-op round trip
+// and fork+exec floors (and the tunnel and edge overhead they leave: a − a0 − c), a
 // 256 MiB upload_file with source_path and a 32 MiB one with base64 content against scp +
 // sync, the gateway's memory during a 1 GiB upload, run_command while 100 authorized edges
 // attack the gateway, and the resident memory of both binaries. It prints a markdown

@@ -33,6 +33,7 @@ type report struct {
 	machine     string
 	sshVersion  string
 	mcp         summary          // run_command ["true"] through MCP
+	noop        summary          // get_agent_pubkey through MCP: the MCP round trip alone
 	ssh         summary          // multiplexed ssh true
 	sshSkipped  string           // why the OpenSSH rows are missing, or empty
 	floor       summary          // fork+exec of true from Go
@@ -129,46 +130,53 @@ func run(ctx context.Context, o options) (_ *report, err error) {
 		}
 	}
 
-	// a: run_command ["true"] through the MCP stdio client, the gateway and the edge; and b:
-	// OpenSSH, multiplexed over one master connection, in alternating blocks.
+	// a: run_command ["true"] through the MCP stdio client, the gateway and the edge; a0: the
+	// MCP round trip alone (get_agent_pubkey, answered by the gateway itself, through the same
+	// client); c: the floor, one fork+exec of true from Go; and b: OpenSSH, multiplexed over
+	// one master connection. All in alternating blocks, so that a − a0 − c, the tunnel and
+	// edge overhead, compares figures taken in the same spells of a shared machine.
 	args := map[string]any{"edge": edgeName, "argv": []string{"true"}}
 	if err := checkTrue(ctx, gw, args); err != nil {
 		return nil, err
 	}
-	runCommand := loop{name: "run_command", call: func(ctx context.Context) error {
-		res, err := gw.Call(ctx, "run_command", args)
-		if err != nil {
-			return err
-		}
-		if res.IsError {
-			return fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
-		}
-		return nil
-	}}
-	if srv == nil {
-		slog.Info("measuring run_command through MCP", "warmup", o.warmup, "n", o.n)
-		if r.mcp, err = timeLoop(ctx, runCommand.name, o.warmup, o.n, runCommand.call); err != nil {
-			return nil, err
-		}
-	} else {
-		slog.Info("measuring run_command through MCP and multiplexed ssh true, in alternating blocks", "warmup", o.warmup, "n", o.n)
-		res, err := alternateBlocks(ctx, [2]loop{runCommand, {name: "ssh", call: func(ctx context.Context) error {
+	loops := []loop{
+		{name: "run_command", call: func(ctx context.Context) error {
+			res, err := gw.Call(ctx, "run_command", args)
+			if err != nil {
+				return err
+			}
+			if res.IsError {
+				return fmt.Errorf("run_command returned an error: %s", localfleet.ResultText(res))
+			}
+			return nil
+		}},
+		{name: "get_agent_pubkey", call: func(ctx context.Context) error {
+			res, err := gw.Call(ctx, "get_agent_pubkey", map[string]any{})
+			if err != nil {
+				return err
+			}
+			if res.IsError {
+				return fmt.Errorf("get_agent_pubkey returned an error: %s", localfleet.ResultText(res))
+			}
+			return nil
+		}},
+		{name: "fork+exec", call: func(context.Context) error { return exec.Command("true").Run() }},
+	}
+	if srv != nil {
+		loops = append(loops, loop{name: "ssh", call: func(ctx context.Context) error {
 			_, err := srv.run(ctx, "ssh", srv.mux("true")...)
 			return err
-		}}}, o.warmup, o.n)
-		if err != nil {
-			return nil, err
-		}
-		r.mcp, r.ssh = summarize(res[0]), summarize(res[1])
+		}})
 	}
-
-	// c: the floor, one fork+exec of true from Go.
-	slog.Info("measuring fork+exec of true", "n", o.n)
-	r.floor, err = timeLoop(ctx, "fork+exec", o.warmup, o.n, func(context.Context) error {
-		return exec.Command("true").Run()
-	})
+	slog.Info("measuring run_command and get_agent_pubkey through MCP, fork+exec of true and multiplexed ssh true, in alternating blocks",
+		"warmup", o.warmup, "n", o.n, "ssh", srv != nil)
+	res, err := alternateLoops(ctx, loops, o.warmup, o.n)
 	if err != nil {
 		return nil, err
+	}
+	r.mcp, r.noop, r.floor = summarize(res[0]), summarize(res[1]), summarize(res[2])
+	if srv != nil {
+		r.ssh = summarize(res[3])
 	}
 
 	// g: run_command again while hostile edges attack the gateway.
@@ -244,12 +252,20 @@ type loop struct {
 	call  func(context.Context) error
 }
 
-// alternateBlocks times n calls of each of two loops (after warmup untimed calls of each), in
-// alternateBlockCount blocks that take turns, a block of the first then a block of the
-// second, so that the shared machine's slow and fast spells fall on both alike. It returns
-// each loop's samples in the order taken.
+// alternateBlocks is alternateLoops for two loops.
 func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2][]time.Duration, error) {
 	var samples [2][]time.Duration
+	res, err := alternateLoops(ctx, loops[:], warmup, n)
+	copy(samples[:], res)
+	return samples, err
+}
+
+// alternateLoops times n calls of each loop (after warmup untimed calls of each), in
+// alternateBlockCount blocks that take turns, a block of the first, then of the second, and
+// so on, so that the shared machine's slow and fast spells fall on all alike. It returns
+// each loop's samples in the order taken.
+func alternateLoops(ctx context.Context, loops []loop, warmup, n int) ([][]time.Duration, error) {
+	samples := make([][]time.Duration, len(loops))
 	for _, l := range loops {
 		if l.enter != nil {
 			if err := l.enter(); err != nil {
@@ -262,10 +278,10 @@ func alternateBlocks(ctx context.Context, loops [2]loop, warmup, n int) ([2][]ti
 	}
 	per := n / alternateBlockCount
 	for b := range alternateBlockCount {
-		if b == alternateBlockCount-1 {
-			per = n - len(samples[1])
-		}
 		for i, l := range loops {
+			if b == alternateBlockCount-1 {
+				per = n - len(samples[i])
+			}
 			if l.enter != nil {
 				if err := l.enter(); err != nil {
 					return samples, err

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"time"
@@ -25,8 +26,10 @@ type transferReport struct {
 	bytes      int64
 	mcp        []float64     // MiB/s per source_path upload
 	scp        []float64     // MiB/s per scp + sync of the same file
+	cp         []float64     // MiB/s per local cp + sync of the same file (the floor)
 	mcpCPU     time.Duration // machine-wide busy CPU time of all the source_path uploads
 	scpCPU     time.Duration // the same for all the scp + sync runs
+	cpCPU      time.Duration // the same for all the cp + sync runs
 	bigBytes   int64         // size of the large upload, 0 when skipped
 	bigRate    float64       // its MiB/s
 	bigBefore  int64         // gateway VmRSS just before it
@@ -35,8 +38,9 @@ type transferReport struct {
 }
 
 // measureTransfers uploads a transferMiB file from the gateway's FILES_DIR with source_path,
-// uploadRuns times, and the same file with scp + sync, the two taking turns so that the shared
-// machine's slow and fast spells (and the disk's writeback) fall on both alike; then, if
+// uploadRuns times, the same file with scp + sync, and copies it locally with cp + sync (the
+// floor: what the disk allows with no network and no hashing), the three taking turns so that
+// the shared machine's slow and fast spells (and the disk's writeback) fall on all alike; then, if
 // bigMiB > 0, one bigMiB upload with source_path while the gateway's resident memory is
 // sampled. It runs before the base64 content uploads, so the gateway's heap has not been grown
 // by them.
@@ -54,12 +58,14 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 	defer os.Remove(mcpDst)
 	scpDst := filepath.Join(filepath.Dir(filesDir), "scp-"+name)
 	defer os.Remove(scpDst)
+	cpDst := filepath.Join(filepath.Dir(filesDir), "cp-"+name) // the same filesystem as scpDst
+	defer os.Remove(cpDst)
 	args := map[string]any{"edge": edgeName, "path": mcpDst, "source_path": name, "overwrite": true}
 
 	if srv == nil {
-		slog.Info("measuring upload_file with source_path", "mib", o.transferMiB, "runs", o.uploadRuns)
+		slog.Info("measuring upload_file with source_path and cp + sync of the same file, taking turns", "mib", o.transferMiB, "runs", o.uploadRuns)
 	} else {
-		slog.Info("measuring upload_file with source_path and scp + sync of the same file, taking turns", "mib", o.transferMiB, "runs", o.uploadRuns)
+		slog.Info("measuring upload_file with source_path, scp + sync and cp + sync of the same file, taking turns", "mib", o.transferMiB, "runs", o.uploadRuns)
 	}
 	for i := range o.uploadRuns {
 		var rate float64
@@ -71,6 +77,14 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 			return fmt.Errorf("source_path upload %d: %w", i+1, err)
 		}
 		t.mcp, t.mcpCPU = append(t.mcp, rate), t.mcpCPU+cpu
+		cpu, err = busyDuring(func() (err error) {
+			rate, err = cpSync(ctx, src, cpDst, t.bytes)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("cp %d: %w", i+1, err)
+		}
+		t.cp, t.cpCPU = append(t.cp, rate), t.cpCPU+cpu
 		if srv == nil {
 			continue
 		}
@@ -86,6 +100,7 @@ func measureTransfers(ctx context.Context, o options, r *report, gw *localfleet.
 	os.Remove(src)
 	os.Remove(mcpDst)
 	os.Remove(scpDst)
+	os.Remove(cpDst)
 
 	if o.bigMiB == 0 {
 		return nil
@@ -178,6 +193,25 @@ func scpSync(ctx context.Context, srv *sshd, src, dst string, size int64) (float
 	d := time.Since(t0)
 	if st, err := os.Stat(dst); err != nil || st.Size() != size {
 		return 0, fmt.Errorf("did not write %d bytes to %s (%v)", size, dst, err)
+	}
+	return mibPerSec(size, d), nil
+}
+
+// cpSync copies src to dst with cp, then runs sync on dst, the way scpSync does it, and returns
+// the MiB/s of the two together: the floor a network transfer of the same file is held to.
+func cpSync(ctx context.Context, src, dst string, size int64) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, sshTimeout)
+	defer cancel()
+	t0 := time.Now()
+	if out, err := exec.CommandContext(ctx, "cp", src, dst).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("cp %s %s: %w: %s", src, dst, err, out)
+	}
+	if out, err := exec.CommandContext(ctx, "sync", dst).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("sync %s: %w: %s", dst, err, out)
+	}
+	d := time.Since(t0)
+	if st, err := os.Stat(dst); err != nil || st.Size() != size {
+		return 0, fmt.Errorf("cp did not write %d bytes to %s (%v)", size, dst, err)
 	}
 	return mibPerSec(size, d), nil
 }

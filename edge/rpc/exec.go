@@ -37,7 +37,7 @@ func (s *Server) exec(ctx context.Context, c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := startExec(c, pr, &p)
+	r, err := startExec(c, pr, &p, s.nullInput())
 	if err != nil {
 		return nil, err
 	}
@@ -67,9 +67,24 @@ type execRun struct {
 	waitDone       chan error       // cmd.Wait's result
 }
 
+// nullInput is the shared /dev/null for processes without input; nil (os/exec then opens
+// it itself) if it cannot be opened.
+func (s *Server) nullInput() *os.File {
+	s.devNullOnce.Do(func() {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			s.log.Debug("cannot keep /dev/null open", "err", err)
+			return
+		}
+		s.devNull = f
+	})
+	return s.devNull
+}
+
 // startExec starts pr with its output sent as frames on c (capped at p.MaxOutputBytes) and,
-// when p.Stdin, its input fed from the data frames that follow the request.
-func startExec(c *call, pr proc, p *protocol.ExecParams) (*execRun, error) {
+// when p.Stdin, its input fed from the data frames that follow the request; otherwise its
+// input is null (an open /dev/null, or nil for os/exec to open one).
+func startExec(c *call, pr proc, p *protocol.ExecParams, null *os.File) (*execRun, error) {
 	cmd := pr.command()
 	cmd.WaitDelay = pipeGrace
 	r := &execRun{cmd: cmd, events: make(chan streamEvent, 1), waitDone: make(chan error, 1),
@@ -77,6 +92,9 @@ func startExec(c *call, pr proc, p *protocol.ExecParams) (*execRun, error) {
 		stderr: &cappedWriter{fw: c.w, t: protocol.FrameStderr, max: p.MaxOutputBytes}}
 	cmd.Stdout, cmd.Stderr = r.stdout, r.stderr
 	var stdin io.WriteCloser
+	if null != nil && !p.Stdin {
+		cmd.Stdin = null
+	}
 	if p.Stdin {
 		var err error
 		if stdin, err = cmd.StdinPipe(); err != nil {

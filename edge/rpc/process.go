@@ -3,10 +3,10 @@ package rpc
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -63,23 +63,37 @@ func checkCwd(cwd string) error {
 	return nil
 }
 
-// mergeEnv overlays over on the edge's own environment; the result is sorted by name.
+// mergeEnv overlays over on the edge's own environment; the result is sorted by name, one
+// entry per name (the last one of base, and over's over base's). Entries without '=' are
+// dropped. It sorts one slice instead of building a map: it runs before every exec.
 func mergeEnv(base []string, over map[string]string) []string {
-	m := make(map[string]string, len(base)+len(over))
+	out := make([]string, 0, len(base)+len(over))
 	for _, kv := range base {
-		for i := 0; i < len(kv); i++ {
-			if kv[i] == '=' {
-				m[kv[:i]] = kv[i+1:]
-				break
-			}
+		if strings.IndexByte(kv, '=') >= 0 {
+			out = append(out, kv)
 		}
 	}
-	maps.Copy(m, over)
-	out := make([]string, 0, len(m))
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		out = append(out, k+"="+m[k])
+	for k, v := range over {
+		out = append(out, k+"="+v)
 	}
-	return out
+	// Stable: of equal names the later entry stays later, so keeping the last of each run
+	// keeps over's value, then base's last.
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Compare(envName(a), envName(b)) })
+	w := 0
+	for i, kv := range out {
+		if i+1 < len(out) && envName(out[i+1]) == envName(kv) {
+			continue
+		}
+		out[w] = kv
+		w++
+	}
+	return out[:w]
+}
+
+// envName is the name of a NAME=value entry.
+func envName(kv string) string {
+	name, _, _ := strings.Cut(kv, "=")
+	return name
 }
 
 // command builds the process in a process group of its own (so that a kill reaches

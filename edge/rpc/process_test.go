@@ -129,3 +129,18 @@ func errCode(err error) string {
 	}
 	return "not a protocol error: " + err.Error()
 }
+
+// TestMergeEnv: one entry per name, sorted; the caller's value wins over the edge's, and of
+// the edge's own duplicates the last one; entries without '=' are dropped.
+func TestMergeEnv(t *testing.T) {
+	base := []string{"PATH=/bin", "HOME=/root", "A=1", "junk", "A=2", "LANG=C", "=odd"}
+	over := map[string]string{"LANG": "C.UTF-8", "NEW": "x=y", "HOME": ""}
+	got := mergeEnv(base, over)
+	want := []string{"=odd", "A=2", "HOME=", "LANG=C.UTF-8", "NEW=x=y", "PATH=/bin"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("mergeEnv = %q, want %q", got, want)
+	}
+	if got := mergeEnv(nil, nil); len(got) != 0 {
+		t.Fatalf("mergeEnv(nil, nil) = %q", got)
+	}
+}

@@ -52,11 +52,17 @@ const (
 
 // Server dispatches RPC streams. It is safe for concurrent use: one ServeStream per stream.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
-	sem     chan struct{}
-	logMu   sync.Mutex
-	release memory.Releaser // after big transfers: back to the idle footprint
+	cfg    Config
+	log    *slog.Logger
+	sem    chan struct{}
+	logMu  sync.Mutex
+	rpcLog openLog // rpc.log, kept open between calls; under logMu
+
+	// devNull is /dev/null, opened once, the stdin of every exec without one: os/exec would
+	// open and close it for each process.
+	devNull     *os.File
+	devNullOnce sync.Once
+	release     memory.Releaser // after big transfers: back to the idle footprint
 
 	// Fixed at start (resolvedPaths): the names the key and state are protected under, and
 	// the directories uploads may not write under an allowlist (executableDirs).
@@ -237,6 +243,9 @@ type logEntry struct {
 }
 
 // appendLog appends e to $StateDir/rpc.log, rotating it to rpc.log.1 beyond rpcLogMax.
+// The file stays open between calls (one stat and one write per call, instead of a stat,
+// an open, a write and a close): it is reopened when the name no longer leads to it
+// (removed, or renamed by an outside logrotate) and after rotation.
 func (s *Server) appendLog(e *logEntry) {
 	if s.cfg.StateDir == "" {
 		return
@@ -249,18 +258,57 @@ func (s *Server) appendLog(e *logEntry) {
 	path := filepath.Join(s.cfg.StateDir, rpcLogFile)
 	s.logMu.Lock()
 	defer s.logMu.Unlock()
-	if st, err := os.Stat(path); err == nil && st.Size()+int64(len(b)) > rpcLogMax {
+	st, err := os.Stat(path)
+	if err == nil && st.Size()+int64(len(b)) > rpcLogMax {
 		if err := os.Rename(path, path+".1"); err != nil {
 			s.log.Warn("cannot rotate rpc log", "path", path, "err", err)
+		} else {
+			st = nil
 		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := s.rpcLog.file(path, st)
 	if err != nil {
 		s.log.Warn("cannot write rpc log", "path", path, "err", err)
 		return
 	}
-	defer f.Close()
 	if _, err := f.Write(b); err != nil {
 		s.log.Warn("cannot write rpc log", "path", path, "err", err)
+		s.rpcLog.close() // reopened by the next call
+	}
+}
+
+// openLog is the open rpc.log and its identity, to notice that the name no longer leads to
+// it (removed, renamed by rotation or an outside logrotate).
+type openLog struct {
+	f    *os.File
+	info os.FileInfo
+}
+
+// file returns the open file if path (whose stat is st; nil when it is missing or was just
+// rotated away) still is that file, else opens (creating) path anew.
+func (l *openLog) file(path string, st os.FileInfo) (*os.File, error) {
+	if l.f != nil && (st == nil || !os.SameFile(st, l.info)) {
+		l.close()
+	}
+	if l.f != nil {
+		return l.f, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if l.info, err = f.Stat(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	l.f = f
+	return f, nil
+}
+
+// close closes the open file, if any.
+func (l *openLog) close() {
+	if l.f != nil {
+		l.f.Close()
+		l.f, l.info = nil, nil
 	}
 }

@@ -144,3 +144,48 @@ func TestDeviceInfo(t *testing.T) {
 		t.Errorf("second call not served from cache")
 	}
 }
+
+// TestRPCLogKeptOpen: rpc.log stays open between calls, yet a line always lands under the
+// name rpc.log: after the file was removed, renamed away (an outside logrotate) or rotated
+// beyond rpcLogMax.
+func TestRPCLogKeptOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := NewServer(Config{StateDir: dir}, nil)
+	path := filepath.Join(dir, rpcLogFile)
+	lines := func(p string) int {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "\n")
+	}
+	s.appendLog(&logEntry{ID: "1", Method: "exec", Outcome: "ok"})
+	s.appendLog(&logEntry{ID: "2", Method: "exec", Outcome: "ok"})
+	if n := lines(path); n != 2 {
+		t.Fatalf("%d lines, want 2", n)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	s.appendLog(&logEntry{ID: "3", Method: "exec", Outcome: "ok"})
+	if n := lines(path); n != 1 {
+		t.Fatalf("after removal: %d lines, want 1", n)
+	}
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	s.appendLog(&logEntry{ID: "4", Method: "exec", Outcome: "ok"})
+	if n, old := lines(path), lines(path+".old"); n != 1 || old != 1 {
+		t.Fatalf("after an outside rename: %d lines, %d in the old file; want 1 and 1", n, old)
+	}
+	if err := os.Truncate(path, rpcLogMax); err != nil {
+		t.Fatal(err)
+	}
+	s.appendLog(&logEntry{ID: "5", Method: "exec", Outcome: "ok"})
+	if n := lines(path); n != 1 {
+		t.Fatalf("after rotation: %d lines, want 1", n)
+	}
+	if st, err := os.Stat(path + ".1"); err != nil || st.Size() != rpcLogMax {
+		t.Fatalf("rotated file: %v, %v", st, err)
+	}
+}

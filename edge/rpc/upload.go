@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/memory"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
@@ -140,23 +143,32 @@ func checkTarget(dir *os.Root, base, clean string, overwrite bool) error {
 // receive reads the body into a new temp file beside the target, verifies its size and
 // SHA-256 (want, or with want "" the one in the FrameDigest ending the body), sets the mode
 // and syncs it, and returns the verified SHA-256. On failure nothing is left in the directory.
+// Reading the stream, writing the file and hashing run at once (see sink), a few frames apart.
 func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (*tempFile, string, error) {
 	f, err := newTempFile(dir, base)
 	if err != nil {
 		return nil, "", fsError("create temporary file in target directory", err)
 	}
+	k := newSink(f)
 	fail := func(err error) (*tempFile, string, error) {
+		k.finish()
 		f.close()
 		return nil, "", err
 	}
 	trailer := want == "" // the digest ends the body (protocol 2)
-	h := sha256.New()
 	var got int64
+	var buf []byte // the buffer the next data frame is read into
 	for {
 		if ctx.Err() != nil {
 			return fail(protocol.Errorf(protocol.CodeCancelled, "upload cancelled: the edge is shutting down"))
 		}
-		typ, p, err := c.fr.Next()
+		if buf == nil {
+			var werr error
+			if buf, werr = k.buffer(); werr != nil {
+				return fail(fsError("write temporary file", werr))
+			}
+		}
+		typ, p, err := c.fr.NextInto(buf)
 		if err != nil {
 			return fail(protocol.Errorf(protocol.CodeIO, "upload stream ended after %d of %d bytes: %v", got, size, err))
 		}
@@ -184,16 +196,18 @@ func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64
 		if got+int64(len(p)) > size {
 			return fail(protocol.Errorf(protocol.CodeBadRequest, "upload body is longer than the announced %d bytes", size))
 		}
-		if _, err := f.Write(p); err != nil {
-			return fail(fsError("write temporary file", err))
-		}
-		h.Write(p)
+		k.push(p) // p is buf's start: NextInto reads every data frame into buf
+		buf = nil
 		got += int64(len(p))
+	}
+	sum, werr := k.finish()
+	if werr != nil {
+		return fail(fsError("write temporary file", werr))
 	}
 	if got != size {
 		return fail(protocol.Errorf(protocol.CodeBadRequest, "upload body has %d bytes, announced %d", got, size))
 	}
-	if sum := hex.EncodeToString(h.Sum(nil)); sum != want {
+	if sum != want {
 		return fail(protocol.Errorf(protocol.CodeBadRequest, "sha256 mismatch: received %s, announced %s", sum, want))
 	}
 	if err := f.Chmod(mode); err != nil {
@@ -203,6 +217,113 @@ func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64
 		return fail(fsError("sync temporary file", err))
 	}
 	return f, want, nil
+}
+
+// recvDepth is how many data frames (of protocol.MaxDataFrame bytes) an upload holds at once
+// between the stream reader, the file writer and the hasher: 768 KiB per upload.
+const recvDepth = 3
+
+// sink writes an upload's chunks to its temp file and hashes them in two goroutines of its
+// own, so that on a device with two cores or more the SHA-256 (the slowest step) no longer
+// holds up the writes, and neither holds up the reading of the stream. A chunk's buffer goes
+// back to the pool once both are done with it.
+type sink struct {
+	free    chan []byte // buffers nobody uses
+	toWrite chan []byte
+	toHash  chan []byte
+	done    chan []byte // a buffer one of the two goroutines is done with (see release)
+	users   map[*byte]int
+	wg      sync.WaitGroup
+	h       hash.Hash
+	mu      sync.Mutex
+	werr    error // the first write error; later chunks are dropped
+	ended   bool
+}
+
+// newSink starts the writer of f (a *tempFile, whose Write starts the write-back) and the hasher.
+func newSink(f io.Writer) *sink {
+	k := &sink{
+		free:    make(chan []byte, recvDepth),
+		toWrite: make(chan []byte, recvDepth),
+		toHash:  make(chan []byte, recvDepth),
+		done:    make(chan []byte, 2*recvDepth),
+		users:   make(map[*byte]int, recvDepth),
+		h:       sha256.New(),
+	}
+	for range recvDepth {
+		k.free <- make([]byte, protocol.MaxDataFrame)
+	}
+	k.wg.Go(func() {
+		for b := range k.toWrite {
+			if k.err() == nil {
+				if _, err := f.Write(b); err != nil {
+					k.mu.Lock()
+					k.werr = err
+					k.mu.Unlock()
+				}
+			}
+			k.done <- b
+		}
+	})
+	k.wg.Go(func() {
+		for b := range k.toHash {
+			k.h.Write(b)
+			k.done <- b
+		}
+	})
+	return k
+}
+
+// err is the first write error, if any.
+func (k *sink) err() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.werr
+}
+
+// buffer returns a buffer for the next frame, waiting for one to come back if all are in
+// use, or the write error that makes further frames pointless.
+func (k *sink) buffer() ([]byte, error) {
+	for {
+		if err := k.err(); err != nil {
+			return nil, err
+		}
+		select {
+		case b := <-k.free:
+			return b, nil
+		case b := <-k.done:
+			k.release(b)
+		}
+	}
+}
+
+// release counts one goroutine done with b; the second one gives it back to the pool.
+func (k *sink) release(b []byte) {
+	key := &b[:1][0]
+	if k.users[key]--; k.users[key] == 0 {
+		delete(k.users, key)
+		k.free <- b[:cap(b)]
+	}
+}
+
+// push hands p, a buffer from buffer holding a chunk, to the writer and the hasher.
+func (k *sink) push(p []byte) {
+	k.users[&p[:1][0]] = 2
+	k.toWrite <- p
+	k.toHash <- p
+}
+
+// finish waits until every chunk pushed is written and hashed, stops the goroutines and
+// returns the SHA-256 of the chunks (lower-case hex) and the first write error. It may be
+// called more than once.
+func (k *sink) finish() (string, error) {
+	if !k.ended {
+		k.ended = true
+		close(k.toWrite)
+		close(k.toHash)
+		k.wg.Wait()
+	}
+	return hex.EncodeToString(k.h.Sum(nil)), k.err()
 }
 
 // kind names a non-regular file type for messages.

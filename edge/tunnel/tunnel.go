@@ -258,7 +258,7 @@ func (c clientConn) openTunnel(hello []byte, wg *sync.WaitGroup, log *slog.Logge
 		return nil, fmt.Errorf("open tunnel channel: %w", err)
 	}
 	wg.Go(func() { ssh.DiscardRequests(chReqs) })
-	sess, err := yamux.Server(ch, protocol.YamuxConfig(log))
+	sess, err := yamux.Server(protocol.Coalesce(ch), protocol.YamuxConfig(log))
 	if err != nil {
 		return nil, fmt.Errorf("yamux: %w", err)
 	}

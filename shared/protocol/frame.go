@@ -108,31 +108,7 @@ func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 
 // Next reads one frame. The payload is valid until the next call. It returns io.EOF only on
 // a clean end between frames, io.ErrUnexpectedEOF inside one.
-func (fr *Reader) Next() (FrameType, []byte, error) {
-	if _, err := io.ReadFull(fr.r, fr.hdr[:1]); err != nil {
-		return 0, nil, err
-	}
-	if _, err := io.ReadFull(fr.r, fr.hdr[1:]); err != nil {
-		return 0, nil, noEOF(err)
-	}
-	t := FrameType(fr.hdr[0])
-	n := binary.BigEndian.Uint32(fr.hdr[1:])
-	max := t.maxLen()
-	if max < 0 {
-		return 0, nil, fmt.Errorf("%w: %d", ErrUnknownFrame, fr.hdr[0])
-	}
-	if uint64(n) > uint64(max) {
-		return 0, nil, fmt.Errorf("%w: %s frame of %d bytes (max %d)", ErrFrameTooLarge, t, n, max)
-	}
-	if cap(fr.buf) < int(n) {
-		fr.buf = make([]byte, n)
-	}
-	p := fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, p); err != nil {
-		return 0, nil, noEOF(err)
-	}
-	return t, p, nil
-}
+func (fr *Reader) Next() (FrameType, []byte, error) { return fr.NextInto(nil) }
 
 func noEOF(err error) error {
 	if err == io.EOF {
