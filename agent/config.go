@@ -49,6 +49,9 @@ type config struct {
 	InventoryInterval time.Duration `envconfig:"INVENTORY_INTERVAL" default:"2m"`
 	LogLevel          string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat         string        `envconfig:"LOG_FORMAT" default:"text"`
+	ClusterNATSURL    string        `envconfig:"CLUSTER_NATS_URL"`
+	ClusterNATSCreds  string        `envconfig:"CLUSTER_NATS_CREDS"`
+	GatewayID         string        `envconfig:"GATEWAY_ID"`
 
 	tlsCert *certFile // loaded from HTTPTLSCert/HTTPTLSKey by complete; nil without TLS
 
@@ -68,6 +71,19 @@ func (c *config) parseStartups() error {
 		return fmt.Errorf("SSH_PER_SOURCE_MAX_STARTUPS=%d must be at least 1 (unauthenticated connections at once from one address; raise it for many edges behind one NAT address)", c.PerSourceStartups)
 	}
 	return nil
+}
+
+// validGatewayID reports whether id can name a gateway: it is part of NATS subjects.
+func validGatewayID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // typeWords says what a setting of a Go type must look like, with an example.
@@ -171,6 +187,23 @@ func (c *config) complete() error {
 	case "text", "json":
 	default:
 		return fmt.Errorf("LOG_FORMAT=%q is not text or json", c.LogFormat)
+	}
+
+	if c.GatewayID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "gateway"
+		}
+		c.GatewayID = host
+	}
+	if !validGatewayID(c.GatewayID) {
+		return fmt.Errorf("GATEWAY_ID=%q is not 1-64 of a-z A-Z 0-9 _ - (it names this gateway in NATS subjects and in get_status)", c.GatewayID)
+	}
+	if c.ClusterNATSCreds != "" && c.ClusterNATSURL == "" {
+		return errors.New("CLUSTER_NATS_CREDS is set but CLUSTER_NATS_URL is empty: set the NATS server's URL to join a cluster")
+	}
+	if c.ClusterNATSURL != "" && c.Mode == "forward" {
+		return errors.New("CLUSTER_NATS_URL needs GATEWAY_MODE reverse or both: a cluster shares the edges that dial in")
 	}
 
 	root := os.Geteuid() == 0

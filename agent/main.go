@@ -22,6 +22,7 @@ import (
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/approval"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/audit"
+	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/cluster"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/forward"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/gateway"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/agent/metrics"
@@ -60,6 +61,10 @@ AUTHORIZED_KEYS_FILE FORWARD_EDGES_FILE CLIENT_KEY_FILE PROVISION_TOKEN POLICY_F
 MCP_HTTP_ADDR MCP_HTTP_TOKEN MCP_HTTP_TLS_CERT MCP_HTTP_TLS_KEY METRICS_TOKEN KEEPALIVE_INTERVAL
 EXEC_TIMEOUT EXEC_TIMEOUT_MAX MAX_OUTPUT_BYTES MAX_UPLOAD_BYTES MAX_TRANSFER_BYTES AUDIT_LOG_MAX_BYTES
 INVENTORY_INTERVAL SSH_MAX_STARTUPS SSH_PER_SOURCE_MAX_STARTUPS LOG_LEVEL LOG_FORMAT. Logs go to stderr; stdout is the MCP stdio channel.
+
+Several gateways share one fleet through NATS with JetStream: CLUSTER_NATS_URL (empty: this
+gateway alone), CLUSTER_NATS_CREDS (a NATS credentials file), GATEWAY_ID (unique; default the
+host name). They share one HOST_KEY_FILE; keys, names and routes are shared through NATS.
 `
 
 func main() {
@@ -143,6 +148,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	mtr := metrics.New()
 	gw, err := gateway.New(gateway.Config{
 		HostKey:              hostKey,
+		ID:                   cfg.GatewayID,
 		Bind:                 cfg.sshAddr(),
 		PublicAddr:           cfg.PublicAddr,
 		KeepaliveInterval:    cfg.KeepaliveInterval,
@@ -197,6 +203,19 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 		log.Info("forward edges", "file", cfg.ForwardEdgesFile, "mode", cfg.Mode, "client_key", cfg.ClientKeyFile)
 	}
 
+	if cfg.ClusterNATSURL != "" {
+		node, err := cluster.Start(sshCtx, cluster.Config{URL: cfg.ClusterNATSURL, Creds: cfg.ClusterNATSCreds,
+			ID: cfg.GatewayID, Interval: cfg.KeepaliveInterval, Gateway: gw, Audit: auditLog, Log: log})
+		if err != nil {
+			return err
+		}
+		defer node.Close()
+		cf := &cluster.Fleet{Gateway: gw, Local: fleet, Node: node}
+		mtr.ObserveCluster(cf)
+		fleet = cf
+		log.Info("cluster", "nats_url", cfg.ClusterNATSURL, "gateway_id", cfg.GatewayID)
+	}
+
 	approvals, err := approval.Open(cfg.StateDir, log)
 	if err != nil {
 		return fmt.Errorf("STATE_DIR: %w", err)
@@ -211,6 +230,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger, stdin io.Reader, 
 	}
 	mcpSrv := tools.NewServer(fleet, tools.Config{
 		Version:          version,
+		GatewayID:        cfg.GatewayID,
 		ExecTimeout:      cfg.ExecTimeout,
 		ExecTimeoutMax:   cfg.ExecTimeoutMax,
 		MaxOutputBytes:   cfg.MaxOutputBytes,

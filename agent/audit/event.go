@@ -12,12 +12,16 @@ type Event struct {
 	// key_added, key_revoked, key_approved, key_enrolled, name_bound, and the log's own
 	// audit_pruned (rotated files deleted by retention) and audit_anchor_mismatch (at open,
 	// the log ended before its anchor: lines were lost).
-	Event       string   `json:"event"`
-	RequestID   string   `json:"request_id,omitempty"`
-	Actor       string   `json:"actor,omitempty"` // "stdio", or "http:<token name>"
-	Tool        string   `json:"tool,omitempty"`
-	Edge        string   `json:"edge,omitempty"`
-	Fingerprint string   `json:"fingerprint,omitempty"`
+	Event       string `json:"event"`
+	RequestID   string `json:"request_id,omitempty"`
+	Actor       string `json:"actor,omitempty"` // "stdio", or "http:<token name>"
+	Tool        string `json:"tool,omitempty"`
+	Edge        string `json:"edge,omitempty"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Gateway and EdgeGateway name both gateways of a call relayed in a cluster: the one that
+	// wrote the line, and the one the edge is connected to.
+	Gateway     string   `json:"gateway,omitempty"`
+	EdgeGateway string   `json:"edge_gateway,omitempty"`
 	RemoteAddr  string   `json:"remote_addr,omitempty"`
 	Argv        []string `json:"argv,omitempty"`
 	Command     string   `json:"command,omitempty"`

@@ -7,6 +7,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -23,7 +24,33 @@ var (
 	ErrEdgeBusy = errors.New("edge is busy")
 	// ErrDisconnected: the tunnel dropped while the call was in flight.
 	ErrDisconnected = errors.New("edge disconnected during the call")
+	// ErrGatewayUnreachable: the edge is connected to another gateway of the cluster, which
+	// cannot be reached now (see UnreachableError).
+	ErrGatewayUnreachable = errors.New("edge is connected to another gateway, which cannot be reached now")
 )
+
+// UnreachableError is a call for an edge connected to another gateway of the cluster that
+// cannot be reached: it fails at once rather than wait. It matches ErrGatewayUnreachable.
+type UnreachableError struct {
+	Edge, Gateway string
+	Reason        string // why, as far as this gateway can tell
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("edge %s is connected to gateway %s, which cannot be reached now: %s", e.Edge, e.Gateway, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrGatewayUnreachable) true.
+func (e *UnreachableError) Is(target error) bool { return target == ErrGatewayUnreachable }
+
+// HeldBy is the id of the gateway of the cluster an edge is connected to when that is another
+// gateway, else "" (for the audit line of a relayed call).
+func HeldBy(e Edge) string {
+	if h, ok := e.(interface{ HeldBy() string }); ok {
+		return h.HeldBy()
+	}
+	return ""
+}
 
 // Edge is one edge, resolved once from the name or fingerprint a tool call gives: every RPC
 // of that call goes through it, so the audit line, the policy check and the RPC all name the
@@ -60,6 +87,7 @@ type Edge interface {
 
 // Info describes the gateway itself (get_status.gateway).
 type Info struct {
+	ID                  string // GATEWAY_ID
 	Version             string
 	Mode                string
 	SSHAddr             string
@@ -68,6 +96,20 @@ type Info struct {
 	HostKeyLine         string // authorized_keys format
 	Started             time.Time
 	ProvisioningEnabled bool
+	Cluster             *ClusterInfo // nil for a gateway alone
+}
+
+// ClusterInfo is the cluster of gateways as this one sees it (get_status.cluster).
+type ClusterInfo struct {
+	Connected bool       // the NATS connection is up
+	Peers     []PeerInfo // the other gateways heard from recently, by id
+}
+
+// PeerInfo is another gateway of the cluster as this one last heard of it.
+type PeerInfo struct {
+	ID       string
+	Edges    int // connected to it
+	LastSeen time.Time
 }
 
 // EdgeStatus is one known or connected edge (get_status.edges[i]).
@@ -86,6 +128,7 @@ type EdgeStatus struct {
 	InFlight       int
 	Kind           string // companion (dials in with mcp-ssh-edge), forward (dialled by the gateway) or agentless
 	Problem        string // why a known edge is not connected, when the gateway knows (e.g. its host key changed)
+	Gateway        string // the id of the gateway it is connected to ("" when not connected)
 }
 
 // KindCompanion is the Kind of an edge that runs mcp-ssh-edge and dials in.

@@ -37,6 +37,7 @@ const (
 // authKey is one authorized edge key with what the gateway binds to it.
 type authKey struct {
 	fp     string
+	line   string            // the line as in the file, trimmed (what a cluster shares)
 	name   string            // bound name, lower case; "" when none
 	labels map[string]string // bound labels; never nil
 	// agentless is set for a key marked agentless (a device without the companion that keeps
@@ -483,7 +484,7 @@ func parseAuthKeys(data []byte, _ *slog.Logger) (*keySet, error) {
 		for _, e := range errs {
 			w.add(lineNo, fp, "option ignored: "+e.Error())
 		}
-		k := &authKey{fp: fp, labels: map[string]string{}, agentless: o.agentless}
+		k := &authKey{fp: fp, line: string(trimmed), labels: map[string]string{}, agentless: o.agentless}
 		if o.labels != nil {
 			k.labels = o.labels
 		}

@@ -40,16 +40,32 @@ type Enrollment struct {
 	ExpiresAt time.Time
 }
 
-type enrollEntry struct {
+// EnrollEntry is one enrolment as stored: the secret's SHA-256, never the secret.
+type EnrollEntry struct {
 	SecretSHA256 string            `json:"secret_sha256"`
 	Name         string            `json:"name"`
 	Labels       map[string]string `json:"labels"`
 	CreatedAt    time.Time         `json:"created_at"`
 	ExpiresAt    time.Time         `json:"expires_at"`
+	// Shared: the cluster holds it too (EnrollShare), and a use here must claim it there.
+	Shared bool `json:"shared,omitempty"`
 }
 
+// EnrollShare shares enrolments between the gateways of a cluster, so that an edge enrols
+// through whichever gateway its load balancer picks, and a secret still works once.
+type EnrollShare interface {
+	// Offer shares e; false when it could not (the enrolment then works on this gateway only).
+	Offer(e EnrollEntry) bool
+	// Claim takes the enrolment of secret hash h from the cluster, once: found is false when
+	// the cluster has none (used or expired); err when the cluster cannot be asked now.
+	Claim(h string) (e EnrollEntry, found bool, err error)
+}
+
+// SetEnrollShare makes this gateway's enrolments cluster-wide.
+func (g *Gateway) SetEnrollShare(s EnrollShare) { g.enrollShare.Store(&s) }
+
 type enrollDoc struct {
-	Tokens []enrollEntry `json:"tokens"`
+	Tokens []EnrollEntry `json:"tokens"`
 }
 
 func secretHash(secret string) string {
@@ -61,6 +77,12 @@ func secretHash(secret string) string {
 // MaxEnrollTTL), and returns the enrolment string for `mcp-ssh-edge enroll` (admin CLI:
 // enroll-token). publicAddr and hostFP go into the string so the edge needs nothing else.
 func CreateEnrollment(stateDir, authKeysPath, publicAddr, hostFP, name string, labels map[string]string, ttl time.Duration) (Enrollment, error) {
+	return createEnrollment(stateDir, authKeysPath, publicAddr, hostFP, name, labels, ttl, nil)
+}
+
+// createEnrollment is CreateEnrollment, offering the entry to share first when it is set.
+func createEnrollment(stateDir, authKeysPath, publicAddr, hostFP, name string, labels map[string]string, ttl time.Duration,
+	share EnrollShare) (Enrollment, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	if !protocol.ValidName(name) {
 		return Enrollment{}, fmt.Errorf("name %q is invalid: use 1-63 of a-z 0-9 . _ - starting with a letter or digit", trunc(name, 70))
@@ -89,7 +111,10 @@ func CreateEnrollment(stateDir, authKeysPath, publicAddr, hostFP, name string, l
 	}
 	secret := base64.RawURLEncoding.EncodeToString(raw[:])
 	now := time.Now().UTC()
-	e := enrollEntry{SecretSHA256: secretHash(secret), Name: name, Labels: maps.Clone(labels), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	e := EnrollEntry{SecretSHA256: secretHash(secret), Name: name, Labels: maps.Clone(labels), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	if share != nil {
+		e.Shared = share.Offer(e)
+	}
 	err := updateStateFile(stateDir, enrollFile, func(d *enrollDoc) (bool, error) {
 		d.Tokens = pruneEnrolls(d.Tokens, now)
 		if len(d.Tokens) >= maxOpenEnrolls {
@@ -108,20 +133,20 @@ func CreateEnrollment(stateDir, authKeysPath, publicAddr, hostFP, name string, l
 	return Enrollment{String: pe.Encode(), Name: name, Labels: e.Labels, Gateway: publicAddr, HostKey: hostFP, ExpiresAt: e.ExpiresAt}, nil
 }
 
-func pruneEnrolls(ts []enrollEntry, now time.Time) []enrollEntry {
-	return slices.DeleteFunc(ts, func(e enrollEntry) bool { return !now.Before(e.ExpiresAt) })
+func pruneEnrolls(ts []EnrollEntry, now time.Time) []EnrollEntry {
+	return slices.DeleteFunc(ts, func(e EnrollEntry) bool { return !now.Before(e.ExpiresAt) })
 }
 
 // errEnrollRefused never says which of unknown, used or expired: it tells an attacker nothing.
 var errEnrollRefused = errors.New("enrolment secret unknown, already used or expired")
 
 // consumeEnrollment finds the unexpired entry for secret, removes it (one use) and returns it.
-func consumeEnrollment(stateDir, secret string) (enrollEntry, error) {
+func consumeEnrollment(stateDir, secret string) (EnrollEntry, error) {
 	if len(secret) == 0 || len(secret) > maxEnrollAnswer {
-		return enrollEntry{}, errEnrollRefused
+		return EnrollEntry{}, errEnrollRefused
 	}
 	want := secretHash(secret)
-	var found enrollEntry
+	var found EnrollEntry
 	err := updateStateFile(stateDir, enrollFile, func(d *enrollDoc) (bool, error) {
 		now := time.Now()
 		n := len(d.Tokens)
@@ -136,7 +161,7 @@ func consumeEnrollment(stateDir, secret string) (enrollEntry, error) {
 		return len(d.Tokens) != n, errEnrollRefused
 	})
 	if err != nil {
-		return enrollEntry{}, err
+		return EnrollEntry{}, err
 	}
 	return found, nil
 }
@@ -144,7 +169,7 @@ func consumeEnrollment(stateDir, secret string) (enrollEntry, error) {
 // restoreEnrollment puts back an entry consumeEnrollment took, when binding the key failed
 // (a name taken meanwhile, a file that could not be written): a failed bind must not burn the
 // secret, or the device could never enrol. An entry that expired meanwhile stays gone.
-func restoreEnrollment(stateDir string, e enrollEntry) error {
+func restoreEnrollment(stateDir string, e EnrollEntry) error {
 	return updateStateFile(stateDir, enrollFile, func(d *enrollDoc) (bool, error) {
 		if !time.Now().Before(e.ExpiresAt) || len(d.Tokens) >= maxOpenEnrolls {
 			return false, nil
@@ -157,5 +182,57 @@ func restoreEnrollment(stateDir string, e enrollEntry) error {
 // CreateEnrollment is the package function bound to this gateway's state, address and key.
 func (g *Gateway) CreateEnrollment(name string, labels map[string]string, ttl time.Duration) (Enrollment, error) {
 	info := g.Info()
-	return CreateEnrollment(g.cfg.StateDir, g.cfg.AuthorizedKeysFile, info.PublicAddr, g.hostFP, name, labels, ttl)
+	return createEnrollment(g.cfg.StateDir, g.cfg.AuthorizedKeysFile, info.PublicAddr, g.hostFP, name, labels, ttl, g.share())
+}
+
+// share is the cluster's EnrollShare, or nil.
+func (g *Gateway) share() EnrollShare {
+	if s := g.enrollShare.Load(); s != nil {
+		return *s
+	}
+	return nil
+}
+
+// consume takes the enrolment of secret: from this gateway's file, and in a cluster also from
+// the cluster, so that it works once across all gateways. One created on another gateway is
+// claimed from the cluster alone. While the cluster cannot be asked, a secret created here
+// still works here (the cluster entry is left to expire).
+func (g *Gateway) consume(secret string) (EnrollEntry, error) {
+	e, err := consumeEnrollment(g.cfg.StateDir, secret)
+	share := g.share()
+	switch {
+	case share == nil:
+		return e, err
+	case err == nil && !e.Shared:
+		return e, nil
+	case err != nil && !errors.Is(err, errEnrollRefused):
+		return e, err
+	case len(secret) == 0 || len(secret) > maxEnrollAnswer:
+		return EnrollEntry{}, errEnrollRefused
+	}
+	local := err == nil
+	c, found, cerr := share.Claim(secretHash(secret))
+	switch {
+	case cerr != nil && local:
+		g.log.Warn("enrolment: the cluster cannot be asked whether the secret was used elsewhere; accepted here", "err", cerr)
+		return e, nil
+	case cerr != nil:
+		return EnrollEntry{}, fmt.Errorf("%w (the cluster cannot be asked now)", errEnrollRefused)
+	case !found:
+		return EnrollEntry{}, errEnrollRefused // used through another gateway, or expired
+	case local:
+		return e, nil
+	case !time.Now().Before(c.ExpiresAt):
+		return EnrollEntry{}, errEnrollRefused
+	}
+	return c, nil
+}
+
+// restore puts back an enrolment consume took, after binding its key failed: in this
+// gateway's file and, for a shared one, in the cluster.
+func (g *Gateway) restore(e EnrollEntry) error {
+	if s := g.share(); s != nil && e.Shared {
+		s.Offer(e)
+	}
+	return restoreEnrollment(g.cfg.StateDir, e)
 }

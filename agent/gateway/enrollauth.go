@@ -22,13 +22,13 @@ func (g *Gateway) enrollCallback(key ssh.PublicKey) func(ssh.ConnMetadata, ssh.K
 		if len(answers) != 1 {
 			return g.enrollRefused(meta, fp, "expected one answer")
 		}
-		entry, err := consumeEnrollment(g.cfg.StateDir, answers[0])
+		entry, err := g.consume(answers[0])
 		if err != nil {
 			return g.enrollRefused(meta, fp, err.Error())
 		}
 		res, err := g.keys.register(keys.AuthorizedLine(key), entry.Name, entry.Labels)
 		if err != nil {
-			if rerr := restoreEnrollment(g.cfg.StateDir, entry); rerr != nil {
+			if rerr := g.restore(entry); rerr != nil {
 				g.log.Warn("enrolment secret not restored after a failed bind", "err", rerr)
 			}
 			return g.enrollRefused(meta, fp, "bind key: "+err.Error())

@@ -49,6 +49,7 @@ type Config struct {
 	PublicAddr          string        // host:port edges dial (shown in Info)
 	KeepaliveInterval   time.Duration // default 15s; three missed replies drop the edge
 	AuthorizedKeysFile  string        // edge keys with bound names and labels (required)
+	ID                  string        // GATEWAY_ID: this gateway's name in a cluster and in get_status
 	Version             string        // gateway version, in the SSH banner and Info
 	Mode                string        // GATEWAY_MODE, shown in Info
 	ProvisioningEnabled bool          // shown in Info
@@ -105,6 +106,9 @@ type Gateway struct {
 	watchMu     sync.Mutex
 	watchers    map[chan struct{}]struct{}
 
+	nameHolder     atomic.Pointer[NameHolder]  // names held on other gateways of a cluster; nil alone
+	nameClaim      atomic.Pointer[NameClaim]   // claims a name across the cluster; nil alone
+	enrollShare    atomic.Pointer[EnrollShare] // enrolments shared with a cluster; nil alone
 	agentlessSrv   atomic.Pointer[AgentlessServer]
 	agentlessReady chan struct{} // closed once agentlessSrv is set
 	agMu           sync.Mutex
@@ -339,6 +343,7 @@ func (g *Gateway) Info() Info {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	i := Info{
+		ID:                  g.cfg.ID,
 		Version:             g.cfg.Version,
 		Mode:                g.cfg.Mode,
 		PublicAddr:          g.publicAddr,
@@ -377,7 +382,9 @@ func (g *Gateway) Edges(connectedOnly bool) []EdgeStatus {
 			labels = k.labels
 			known++
 		}
-		out = append(out, r.status(e, labels))
+		st := r.status(e, labels)
+		st.Gateway = g.cfg.ID
+		out = append(out, st)
 	}
 	if !connectedOnly && known < len(set.byFP) {
 		for fp, k := range set.byFP {

@@ -22,6 +22,7 @@ type edge struct {
 	since   time.Time
 	conn    ssh.Conn
 	sess    *yamux.Session
+	streams *streamWatch  // what sess reads: tells when the edge opens a stream
 	slots   chan struct{} // one token per RPC running on the edge (Hello.MaxConcurrent)
 	waiting atomic.Int64  // calls queued for a slot
 	running atomic.Int64  // calls holding a slot
@@ -31,10 +32,10 @@ type edge struct {
 	closeOnce sync.Once
 }
 
-func newEdge(fp string, hello protocol.Hello, conn ssh.Conn, sess *yamux.Session) *edge {
+func newEdge(fp string, hello protocol.Hello, conn ssh.Conn, sess *yamux.Session, streams *streamWatch) *edge {
 	now := time.Now()
 	e := &edge{
-		fp: fp, hello: hello, remote: conn.RemoteAddr().String(), since: now, conn: conn, sess: sess,
+		fp: fp, hello: hello, remote: conn.RemoteAddr().String(), since: now, conn: conn, sess: sess, streams: streams,
 		slots: make(chan struct{}, hello.MaxConcurrent),
 	}
 	e.lastSeen.Store(now.UnixNano())
@@ -50,8 +51,11 @@ func (e *edge) gone() <-chan struct{} { return e.sess.CloseChan() }
 // close tears the tunnel and the SSH connection down; safe to call many times.
 func (e *edge) close() {
 	e.closeOnce.Do(func() {
-		e.sess.Close()
+		// The connection first: yamux's Close waits for its reader, which only a closed
+		// connection ends when the peer is frozen or gone without a word (a half-open TCP
+		// connection), and a caller of close would wait with it.
 		e.conn.Close()
+		e.sess.Close()
 	})
 }
 

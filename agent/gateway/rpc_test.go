@@ -258,6 +258,8 @@ func TestBusyEdgeQueuesThenRefuses(t *testing.T) {
 		_, err := f.g.Exec(ctx, "pi", execParams("hold"), nil, nil)
 		results <- err
 	}
+	// The inventory pull at connect takes the edge's only slot for a while on a busy machine.
+	waitFor(t, 30*time.Second, "the connect-time pull over", func() bool { return inFlight() == 0 })
 	go hold()
 	waitFor(t, 5*time.Second, "one call running", func() bool {
 		select {

@@ -80,9 +80,9 @@ func bannerVersion(v string) string {
 }
 
 // handleConn runs one edge connection: admission, handshake, tunnel, until it ends. This
-// goroutine is also the connection's supervisor (requests, channels, keepalive): with the
-// three of x/crypto/ssh, the two of yamux and refuseStreams, an idle edge costs seven
-// goroutines.
+// goroutine is also the connection's supervisor (requests, channels, keepalive, streams the
+// edge must not open): with the three of x/crypto/ssh and the two of yamux, an idle edge
+// costs six goroutines.
 func (g *Gateway) handleConn(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	a := g.newAdmission(nc)
@@ -252,13 +252,11 @@ func (g *Gateway) serveTunnel(ctx context.Context, a *admission, c *sshConn, key
 		return
 	}
 	defer e.close()
-	g.wg.Go(func() {
-		if refuseStreams(e, log) {
-			a.judgeStream(e.fp, log)
-		}
-	})
 	g.notifyEdges()
-	g.supervise(ctx, c, e, log)
+	if g.supervise(ctx, c, e, log) {
+		e.close()
+		a.judgeStream(e.fp, log)
+	}
 	// Judged before the edge leaves the registry, so that whoever sees it gone also sees
 	// the penalty its reconnect will meet.
 	lasted := time.Since(e.since)
@@ -292,14 +290,18 @@ func (g *Gateway) register(c *sshConn, key *authKey, t tunnelOpen, log *slog.Log
 	// also bounds streams opened and not yet acknowledged) need not be larger.
 	ycfg := *g.yamuxConfig
 	ycfg.AcceptBacklog = min(ycfg.AcceptBacklog, max(t.hello.MaxConcurrent, 1))
-	sess, err := yamux.Client(t.ch, &ycfg)
+	streams := newStreamWatch(t.ch)
+	sess, err := yamux.Client(protocol.Coalesce(streams), &ycfg)
 	if err != nil {
 		log.Error("start yamux session", "err", err)
 		t.ch.Close()
 		return nil, log
 	}
-	e := newEdge(key.fp, t.hello, c.sc, sess)
-	if old := g.reg.add(e, key.name, g.keys.boundTo); old != nil {
+	if key.name == "" {
+		g.claimName(t.hello.Name, key.fp)
+	}
+	e := newEdge(key.fp, t.hello, c.sc, sess, streams)
+	if old := g.reg.add(e, key.name, g.nameTaken); old != nil {
 		g.replaced(old, e, log)
 	}
 	if g.keys.lookup(key.fp) == nil { // revoked while we were registering
@@ -328,18 +330,4 @@ func (g *Gateway) unregister(e *edge, lasted time.Duration, log *slog.Logger) {
 	log.Info("edge disconnected", "connected_ms", ms)
 	g.cfg.Audit.Write(audit.Event{Event: "edge_disconnect", Edge: g.reg.nameOf(e), Fingerprint: e.fp, RemoteAddr: e.remote,
 		DurationMs: audit.Ptr(ms)})
-}
-
-// refuseStreams treats a stream opened by the edge as a protocol violation: only the gateway
-// opens streams, so the whole tunnel is closed.
-// It reports whether that happened.
-func refuseStreams(e *edge, log *slog.Logger) bool {
-	s, err := e.sess.AcceptStream()
-	if err != nil {
-		return false // session closed
-	}
-	s.Close()
-	log.Warn("edge opened a stream (protocol violation): closing its tunnel")
-	e.close()
-	return true
 }

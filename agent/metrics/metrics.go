@@ -120,3 +120,57 @@ func (m *Metrics) RPC(method, outcome string, d time.Duration, sent, received in
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 10 * time.Second})
 }
+
+// Cluster is what the cluster gauges read at scrape time (the cluster's fleet).
+type Cluster interface {
+	Info() gateway.Info
+	Edges(connectedOnly bool) []gateway.EdgeStatus
+}
+
+// ObserveCluster registers the cluster's gauges: whether the NATS link is up, the peers heard
+// from, and the connected edges of the whole fleet by the gateway that holds them.
+func (m *Metrics) ObserveCluster(c Cluster) {
+	m.reg.MustRegister(&clusterCollector{c: c,
+		connected: prometheus.NewDesc(namespace+"_cluster_connected", "1 while the gateway's NATS connection is up.", nil, nil),
+		peers:     prometheus.NewDesc(namespace+"_cluster_peers", "Other gateways of the cluster heard from recently.", nil, nil),
+		edges: prometheus.NewDesc(namespace+"_cluster_edges_connected", "Connected edges of the whole fleet, by the gateway they are connected to.",
+			[]string{"gateway"}, nil),
+	})
+}
+
+// clusterCollector reads the cluster at each scrape.
+type clusterCollector struct {
+	c                       Cluster
+	connected, peers, edges *prometheus.Desc
+}
+
+func (cc *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- cc.connected
+	ch <- cc.peers
+	ch <- cc.edges
+}
+
+func (cc *clusterCollector) Collect(ch chan<- prometheus.Metric) {
+	info := cc.c.Info()
+	if info.Cluster == nil {
+		return
+	}
+	up := 0.0
+	if info.Cluster.Connected {
+		up = 1
+	}
+	ch <- prometheus.MustNewConstMetric(cc.connected, prometheus.GaugeValue, up)
+	ch <- prometheus.MustNewConstMetric(cc.peers, prometheus.GaugeValue, float64(len(info.Cluster.Peers)))
+	by := map[string]int{info.ID: 0}
+	for _, p := range info.Cluster.Peers {
+		by[p.ID] = 0
+	}
+	for _, e := range cc.c.Edges(true) {
+		if e.Gateway != "" {
+			by[e.Gateway]++
+		}
+	}
+	for id, n := range by {
+		ch <- prometheus.MustNewConstMetric(cc.edges, prometheus.GaugeValue, float64(n), id)
+	}
+}

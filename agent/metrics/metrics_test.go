@@ -61,3 +61,33 @@ func TestExposition(t *testing.T) {
 		t.Logf("scrape:\n%s", text)
 	}
 }
+
+// fakeCluster is a cluster fleet of three gateways.
+type fakeCluster struct{ fakeEdges }
+
+func (fakeCluster) Info() gateway.Info {
+	return gateway.Info{ID: "gw-a", Cluster: &gateway.ClusterInfo{Connected: true,
+		Peers: []gateway.PeerInfo{{ID: "gw-b"}, {ID: "gw-c"}}}}
+}
+
+// TestClusterExposition: the cluster gauges count peers and edges by holder, with a zero for
+// a gateway that holds none.
+func TestClusterExposition(t *testing.T) {
+	m := New()
+	m.ObserveCluster(fakeCluster{fakeEdges{{Connected: true, Gateway: "gw-a"}, {Connected: true, Gateway: "gw-b"},
+		{Connected: true, Gateway: "gw-b"}}})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		"mcp_ssh_gateway_cluster_connected 1",
+		"mcp_ssh_gateway_cluster_peers 2",
+		`mcp_ssh_gateway_cluster_edges_connected{gateway="gw-a"} 1`,
+		`mcp_ssh_gateway_cluster_edges_connected{gateway="gw-b"} 2`,
+		`mcp_ssh_gateway_cluster_edges_connected{gateway="gw-c"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+}

@@ -178,6 +178,11 @@ func (c *edgeCall) authorize(ctx context.Context, req mcp.CallToolRequest, a ask
 func (c *edgeCall) write(event string, e audit.Event) {
 	e.Event, e.RequestID, e.Actor, e.Tool = event, c.id, c.who.actor, c.tool
 	e.Edge, e.Fingerprint = c.name, c.fp
+	if c.edge != nil {
+		if e.EdgeGateway = gateway.HeldBy(c.edge); e.EdgeGateway != "" {
+			e.Gateway = c.h.cfg.GatewayID
+		}
+	}
 	c.h.cfg.Audit.Write(e)
 }
 
@@ -222,6 +227,8 @@ func edgeMessage(edge string, err error) string {
 	switch {
 	case errors.Is(err, gateway.ErrUnknownEdge):
 		return fmt.Sprintf("unknown edge %q: call get_status to list edges", edge)
+	case errors.Is(err, gateway.ErrGatewayUnreachable):
+		return oneLine(err.Error()) + ": retry in a few seconds, or call get_status to see where it is connected"
 	case errors.Is(err, gateway.ErrEdgeOffline):
 		return fmt.Sprintf("edge %q is not connected: call get_status to see which edges are up (last_seen tells when it was), and retry once it reconnects", edge)
 	case errors.Is(err, gateway.ErrEdgeBusy):

@@ -46,6 +46,7 @@ var (
 // Config holds the settings the tools enforce. Zero values get the SPEC defaults.
 type Config struct {
 	Version          string
+	GatewayID        string        // GATEWAY_ID, on the audit lines of calls relayed to another gateway
 	ExecTimeout      time.Duration // default run_command timeout (EXEC_TIMEOUT)
 	ExecTimeoutMax   time.Duration // largest timeout a call may ask (EXEC_TIMEOUT_MAX)
 	MaxOutputBytes   int64         // per-stream cap on captured output (MAX_OUTPUT_BYTES)

@@ -33,6 +33,7 @@ type StatusInput struct {
 // StatusOutput is get_status's result.
 type StatusOutput struct {
 	Gateway    GatewayStatus `json:"gateway" jsonschema:"this gateway"`
+	Cluster    ClusterStatus `json:"cluster" jsonschema:"the cluster of gateways this one belongs to (CLUSTER_NATS_URL); enabled is false for a gateway alone"`
 	Totals     Totals        `json:"totals" jsonschema:"counts over the whole fleet, not just this page"`
 	Edges      []EdgeOutput  `json:"edges" jsonschema:"one page of edges, sorted by name"`
 	NextCursor string        `json:"next_cursor" jsonschema:"pass as cursor to get the next page; empty when this is the last page"`
@@ -40,6 +41,7 @@ type StatusOutput struct {
 
 // GatewayStatus describes the gateway itself.
 type GatewayStatus struct {
+	ID                  string `json:"id" jsonschema:"this gateway's id (GATEWAY_ID), as edges' gateway fields name it"`
 	Version             string `json:"version" jsonschema:"gateway version"`
 	Mode                string `json:"mode" jsonschema:"reverse: edges dial in to the gateway"`
 	SSHAddr             string `json:"ssh_addr" jsonschema:"address the gateway's SSH server listens on for edges"`
@@ -47,6 +49,20 @@ type GatewayStatus struct {
 	HostKeyFingerprint  string `json:"host_key_fingerprint" jsonschema:"SHA256 fingerprint of the gateway's SSH host key, which edges pin"`
 	UptimeSeconds       int64  `json:"uptime_seconds" jsonschema:"seconds since the gateway started"`
 	ProvisioningEnabled bool   `json:"provisioning_enabled" jsonschema:"whether register_edge_key is enabled (a provisioning token is set)"`
+}
+
+// ClusterStatus describes the cluster of gateways.
+type ClusterStatus struct {
+	Enabled   bool         `json:"enabled" jsonschema:"whether this gateway is part of a cluster"`
+	Connected bool         `json:"connected" jsonschema:"whether its link to the cluster (NATS) is up; while it is down only edges connected to this gateway can be reached"`
+	Peers     []PeerStatus `json:"peers" jsonschema:"the other gateways heard from in the last few seconds, by id"`
+}
+
+// PeerStatus is another gateway of the cluster.
+type PeerStatus struct {
+	ID       string `json:"id" jsonschema:"the gateway's id"`
+	Edges    int    `json:"edges" jsonschema:"edges connected to it"`
+	LastSeen string `json:"last_seen" jsonschema:"when it was last heard from (RFC 3339 UTC)"`
 }
 
 // Totals counts the fleet.
@@ -71,6 +87,7 @@ type EdgeOutput struct {
 	InFlight       int               `json:"in_flight" jsonschema:"calls running on the edge right now"`
 	Kind           string            `json:"kind" jsonschema:"companion (runs mcp-ssh-edge and dials in), forward (a plain SSH server the gateway dials) or agentless"`
 	Problem        string            `json:"problem" jsonschema:"why the edge is not connected, when the gateway knows (e.g. its host key does not match the pinned one); empty otherwise"`
+	Gateway        string            `json:"gateway" jsonschema:"id of the gateway the edge is connected to (any gateway of a cluster reaches it); empty when not connected"`
 }
 
 // NoInput is the arguments of a tool that takes none.
@@ -122,6 +139,7 @@ func (h *handlers) getStatus(ctx context.Context, _ mcp.CallToolRequest, in Stat
 	all := visibleEdges(h.fleet.Edges(false), h.edgeFilter(ctx))
 	out := StatusOutput{
 		Gateway: GatewayStatus{
+			ID:                  info.ID,
 			Version:             h.cfg.Version,
 			Mode:                info.Mode,
 			SSHAddr:             info.SSHAddr,
@@ -129,7 +147,8 @@ func (h *handlers) getStatus(ctx context.Context, _ mcp.CallToolRequest, in Stat
 			HostKeyFingerprint:  info.HostKeyFingerprint,
 			ProvisioningEnabled: h.cfg.ProvisionToken != "",
 		},
-		Edges: []EdgeOutput{},
+		Cluster: clusterStatus(info.Cluster),
+		Edges:   []EdgeOutput{},
 	}
 	if out.Gateway.Version == "" {
 		out.Gateway.Version = info.Version
@@ -184,7 +203,21 @@ func edgeOutput(e gateway.EdgeStatus) EdgeOutput {
 		InFlight:       e.InFlight,
 		Kind:           cmp.Or(e.Kind, gateway.KindCompanion),
 		Problem:        e.Problem,
+		Gateway:        e.Gateway,
 	}
+}
+
+// clusterStatus is get_status.cluster of c (nil: a gateway alone).
+func clusterStatus(c *gateway.ClusterInfo) ClusterStatus {
+	out := ClusterStatus{Peers: []PeerStatus{}}
+	if c == nil {
+		return out
+	}
+	out.Enabled, out.Connected = true, c.Connected
+	for _, p := range c.Peers {
+		out.Peers = append(out.Peers, PeerStatus{ID: p.ID, Edges: p.Edges, LastSeen: rfc3339(p.LastSeen)})
+	}
+	return out
 }
 
 // encodeCursor makes the opaque cursor that resumes after name.

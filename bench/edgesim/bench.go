@@ -33,6 +33,7 @@ type benchConfig struct {
 	settle, connectLimit          time.Duration
 	keepalive, backoffMax         time.Duration
 	uploadBytes                   int64
+	floor                         bool
 }
 
 // runBench starts the real gateway, the simulated fleet in child processes, and runs the
@@ -51,6 +52,7 @@ func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	fs.DurationVar(&c.keepalive, "keepalive", 15*time.Second, "KEEPALIVE_INTERVAL of gateway and edges")
 	fs.DurationVar(&c.backoffMax, "backoff-max", 30*time.Second, "EDGE_BACKOFF_MAX")
 	fs.Int64Var(&c.uploadBytes, "upload-bytes", 8<<20, "size of the upload through the slow link")
+	fs.BoolVar(&c.floor, "floor", true, "with the idle scenario, first measure the floor: the same fleet served by the libraries alone (edgesim bare), same idle time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -74,6 +76,13 @@ func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		return err
 	}
 	upID, ids := ids[len(ids)-1], ids[:len(ids)-1]
+	var floor int64
+	if c.floor && slices.Contains(strings.Split(c.scenarios, ","), "idle") {
+		if floor, err = measureFloor(ctx, c, dir, ids); err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		report(out, fmt.Sprintf("libraries alone (floor): RSS per idle edge after %v idle", c.settle), fmtBytes(floor), "")
+	}
 	gd, err := scale.NewGatewayDir(dir, scale.AuthorizedKeys(append(slices.Clone(ids), upID)))
 	if err != nil {
 		return err
@@ -112,7 +121,7 @@ func runBench(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		var err error
 		switch strings.TrimSpace(sc) {
 		case "idle":
-			err = scenarioIdle(ctx, c, gw, rss0, out)
+			err = scenarioIdle(ctx, c, gw, rss0, floor, out)
 		case "fanout":
 			err = scenarioFanout(ctx, c, gw, ids, out)
 		case "restart":
@@ -140,6 +149,12 @@ func report(out io.Writer, what, value, target string) {
 
 // startChildren runs one `edgesim edges` process per part; the returned func stops them.
 func startChildren(ctx context.Context, c benchConfig, dir, addr, hostFP string, parts [][]scale.Identity) (func(), error) {
+	return startChildrenTo(ctx, c, dir, hostFP, parts, func(int) []string { return []string{addr} })
+}
+
+// startChildrenTo is startChildren with a gateway list per part (gateways(i) for part i: the
+// first, then the fail-over ones in turn).
+func startChildrenTo(ctx context.Context, c benchConfig, dir, hostFP string, parts [][]scale.Identity, gateways func(i int) []string) (func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -167,7 +182,7 @@ func startChildren(ctx context.Context, c benchConfig, dir, addr, hostFP string,
 			stop()
 			return nil, err
 		}
-		cmd := exec.CommandContext(ctx, self, "edges", "-gateway", addr, "-host-key", hostFP, "-ids", file,
+		cmd := exec.CommandContext(ctx, self, "edges", "-gateway", strings.Join(gateways(i), ","), "-host-key", hostFP, "-ids", file,
 			"-sources", strconv.Itoa(c.sources), "-keepalive", c.keepalive.String(), "-backoff-max", c.backoffMax.String())
 		cmd.Stderr = os.Stderr
 		in, err := cmd.StdinPipe()
@@ -207,8 +222,9 @@ func waitConnected(ctx context.Context, gw *scale.Gateway, n int, limit time.Dur
 	return fmt.Errorf("%d of %d connected after %v", last, n, limit)
 }
 
-// scenarioIdle: resident memory per idle edge, and get_status latency with the fleet up.
-func scenarioIdle(ctx context.Context, c benchConfig, gw *scale.Gateway, rss0 int64, out io.Writer) error {
+// scenarioIdle: resident memory per idle edge, and get_status latency with the fleet up;
+// floor is the same figure for the libraries alone (0: not measured).
+func scenarioIdle(ctx context.Context, c benchConfig, gw *scale.Gateway, rss0, floor int64, out io.Writer) error {
 	rss1, err := scale.RSS(gw.PID())
 	if err != nil {
 		return err
@@ -220,7 +236,8 @@ func scenarioIdle(ctx context.Context, c benchConfig, gw *scale.Gateway, rss0 in
 		return err
 	}
 	report(out, fmt.Sprintf("gateway RSS after %v idle", c.settle), fmtBytes(rss2), "")
-	report(out, "gateway RSS per idle edge", fmtBytes((rss2-rss0)/int64(c.edges)), "≤ 64 KiB")
+	perEdge := (rss2 - rss0) / int64(c.edges)
+	report(out, "gateway RSS per idle edge", fmtBytes(perEdge)+" ("+rssVerdict(perEdge, floor)+")", "")
 	report(out, "gateway threads", strconv.Itoa(scale.Threads(gw.PID())), "")
 	fds, _ := scale.OpenFDs(gw.PID())
 	report(out, "gateway open descriptors", strconv.Itoa(fds), "")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/bench/scale"
@@ -17,7 +18,7 @@ import (
 // stdin closes.
 func runEdges(ctx context.Context, args []string, stdin io.Reader, log *slog.Logger) error {
 	fs := flag.NewFlagSet("edges", flag.ContinueOnError)
-	gw := fs.String("gateway", "", "gateway host:port")
+	gw := fs.String("gateway", "", "gateway host:port, or a comma-separated list: the first, then fail-over ones tried in turn")
 	hostKey := fs.String("host-key", "", "gateway host key fingerprint (SHA256:…)")
 	idsFile := fs.String("ids", "", "identities file (written by edgesim bench)")
 	sources := fs.Int("sources", 8, "loopback source addresses to spread over (127.0.0.2 …)")
@@ -29,12 +30,17 @@ func runEdges(ctx context.Context, args []string, stdin io.Reader, log *slog.Log
 	if _, err := scale.RaiseFDLimit(); err != nil {
 		return err
 	}
+	first, rest, _ := strings.Cut(*gw, ",")
+	var also []string
+	if rest != "" {
+		also = strings.Split(rest, ",")
+	}
 	ids, err := scale.ReadIdentities(*idsFile)
 	if err != nil {
 		return err
 	}
 	fleet, err := scale.StartFleet(ctx, scale.FleetConfig{
-		Gateway: *gw, HostKey: *hostKey, Sources: loopbackSources(*sources),
+		Gateway: first, Also: also, HostKey: *hostKey, Sources: loopbackSources(*sources),
 		KeepaliveInterval: *keepalive, BackoffMax: *backoff,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	}, ids)

@@ -5,6 +5,7 @@
 //
 //	edgesim bench -edges 10000 -procs 2 -scenarios idle,fanout,restart,upload
 //	edgesim cost  -edges 1000          # goroutines and bytes the gateway spends per idle edge
+//	edgesim cluster -edges 10000       # three gateways sharing the fleet through NATS
 //	edgesim edges -gateway 127.0.0.1:2222 -host-key SHA256:… -ids FILE   # (a child process)
 package main
 
@@ -34,6 +35,10 @@ func main() {
 		err = runCost(ctx, os.Args[2:], os.Stdout, log)
 	case "edges":
 		err = runEdges(ctx, os.Args[2:], os.Stdin, log)
+	case "bare":
+		err = runBare(ctx, os.Stdin, os.Stdout)
+	case "cluster":
+		err = runCluster(ctx, os.Args[2:], os.Stdout, log)
 	default:
 		err = fmt.Errorf("unknown command %q: bench, cost or edges", os.Args[1])
 	}

@@ -71,6 +71,7 @@ func AuthorizedKeys(ids []Identity) []byte {
 // FleetConfig says where simulated edges connect and how they behave.
 type FleetConfig struct {
 	Gateway           string        // host:port of the gateway (or of a proxy in front of it)
+	Also              []string      // fail-over gateways (host:port), tried in turn after Gateway
 	HostKey           string        // the gateway's host key fingerprint (SHA256:…), pinned
 	Sources           []string      // local IPs dialled from, round robin (e.g. 127.0.0.2…); empty: any
 	KeepaliveInterval time.Duration // as EDGE_KEEPALIVE_INTERVAL
@@ -139,7 +140,7 @@ func (f *Fleet) runEdge(ctx context.Context, cfg FleetConfig, pins *keys.Pins, i
 		d.LocalAddr = &net.TCPAddr{IP: src}
 	}
 	err := tunnel.Run(ctx, tunnel.Config{
-		Gateways: []string{cfg.Gateway},
+		Gateways: append([]string{cfg.Gateway}, cfg.Also...),
 		Pins:     pins,
 		Signer:   id.Signer,
 		Hello: protocol.Hello{

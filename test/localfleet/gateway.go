@@ -262,10 +262,28 @@ type Status struct {
 	} `json:"totals"`
 	Edges      []EdgeStatus `json:"edges"`
 	NextCursor string       `json:"next_cursor"`
+	// Cluster is the gateway's view of its cluster (SPEC §10); nil from a gateway that does
+	// not report one.
+	Cluster *ClusterStatus `json:"cluster"`
+}
+
+// ClusterStatus is get_status's cluster object.
+type ClusterStatus struct {
+	Enabled   bool         `json:"enabled"`   // CLUSTER_NATS_URL is set
+	Connected bool         `json:"connected"` // the NATS link is up
+	Peers     []PeerStatus `json:"peers"`
+}
+
+// PeerStatus is one gateway of the cluster as another sees it.
+type PeerStatus struct {
+	ID       string `json:"id"`        // its GATEWAY_ID
+	Edges    int    `json:"edges"`     // edges connected to it
+	LastSeen string `json:"last_seen"` // when it was last heard of
 }
 
 // GatewayInfo is get_status's gateway object.
 type GatewayInfo struct {
+	ID                  string `json:"id"` // GATEWAY_ID
 	Version             string `json:"version"`
 	Mode                string `json:"mode"`
 	SSHAddr             string `json:"ssh_addr"`
@@ -291,6 +309,7 @@ type EdgeStatus struct {
 	InFlight       *int              `json:"in_flight"`
 	Kind           string            `json:"kind"`
 	Problem        string            `json:"problem"`
+	Gateway        string            `json:"gateway"` // the GATEWAY_ID holding it; "" when not connected
 }
 
 // Status calls get_status with args and decodes it.

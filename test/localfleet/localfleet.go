@@ -18,6 +18,11 @@
 //	_ = g.WaitForEdge(ctx, e)
 //	res, _ := g.Call(ctx, "run_command", map[string]any{"edge": "e1", "argv": []string{"true"}})
 //
+// Several gateways of one cluster (SPEC §10) share the Layout's host key and get their own
+// authorized_keys, state, audit log and FILES_DIR from NewClusterMember (or StartCluster);
+// StartNATS runs the NATS server with JetStream they coordinate through, in process, and a
+// Proxy's SetUpstream fails an edge over to another gateway as a load balancer would.
+//
 // Settings and tools are described in README.md (Settings, Tools).
 package localfleet
 
@@ -101,7 +106,7 @@ type Layout struct {
 	Log            io.Writer     // Config.Log
 
 	logger *slog.Logger
-	mu     sync.Mutex // authorized_keys appends and keySeq
+	mu     sync.Mutex // authorized_keys appends (the Layout's and its cluster members') and keySeq
 	keySeq int
 }
 
@@ -236,11 +241,21 @@ func (l *Layout) edgeKey(ctx context.Context, keyFile string) (EdgeKey, error) {
 // Authorize appends k to authorized_keys, with the name= and labels= options when not empty.
 // A running gateway picks the line up without a restart.
 func (l *Layout) Authorize(k EdgeKey, name, labels string) error {
+	line, err := authorizedLine(k, name, labels)
+	if err != nil {
+		return err
+	}
+	return l.AuthorizeLines(line)
+}
+
+// authorizedLine is k's authorized_keys line (ending in a newline), with the name= and
+// labels= options when not empty.
+func authorizedLine(k EdgeKey, name, labels string) (string, error) {
 	if name != "" && !namePattern.MatchString(name) {
-		return fmt.Errorf("edge name %q: want %s", name, namePattern)
+		return "", fmt.Errorf("edge name %q: want %s", name, namePattern)
 	}
 	if !labelsPattern.MatchString(labels) {
-		return fmt.Errorf("labels %q: want k=v,… of %s", labels, labelsPattern)
+		return "", fmt.Errorf("labels %q: want k=v,… of %s", labels, labelsPattern)
 	}
 	var opts []string
 	if name != "" {
@@ -253,19 +268,24 @@ func (l *Layout) Authorize(k EdgeKey, name, labels string) error {
 	if len(opts) > 0 {
 		line = strings.Join(opts, ",") + " " + line
 	}
-	return l.AuthorizeLines(line + "\n")
+	return line + "\n", nil
 }
 
 // AuthorizeLines appends lines, whole authorized_keys lines each ending in a newline, to
 // authorized_keys, replacing the file atomically.
 func (l *Layout) AuthorizeLines(lines string) error {
+	return l.appendAuthorized(l.AuthorizedKeys, lines)
+}
+
+// appendAuthorized appends lines to the authorized_keys file, replacing it atomically.
+func (l *Layout) appendAuthorized(file, lines string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	old, err := os.ReadFile(l.AuthorizedKeys)
+	old, err := os.ReadFile(file)
 	if err != nil {
 		return fmt.Errorf("authorized_keys: %w", err)
 	}
-	if err := keys.WriteFileAtomic(l.AuthorizedKeys, append(old, lines...), 0o600); err != nil {
+	if err := keys.WriteFileAtomic(file, append(old, lines...), 0o600); err != nil {
 		return fmt.Errorf("authorized_keys: %w", err)
 	}
 	return nil

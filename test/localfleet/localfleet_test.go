@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 )
 
@@ -217,5 +219,207 @@ func TestAuthorize(t *testing.T) {
 				t.Fatalf("err %v, appended %q; want one line starting %q", err, added, tt.want)
 			}
 		})
+	}
+}
+
+// TestNATS starts the in-process NATS server, writes a JetStream KV value, restarts the
+// server on the same port and store, reads the value back over the same client (which
+// reconnects by itself), and stops it leaving no goroutine behind.
+func TestNATS(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	n, err := StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	url := n.URL()
+	if !strings.HasPrefix(url, "nats://127.0.0.1:") || strings.HasSuffix(url, ":-1") {
+		t.Fatalf("URL = %q", url)
+	}
+	reconnected := make(chan struct{}, 1)
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "localfleet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if n.URL() != url {
+		t.Fatalf("URL after Restart = %q, want %q", n.URL(), url)
+	}
+	select {
+	case <-reconnected:
+	case <-time.After(10 * time.Second):
+		t.Fatal("client did not reconnect within 10 s of Restart")
+	}
+	var e jetstream.KeyValueEntry
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if e, err = kv.Get(ctx, "k"); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil || string(e.Value()) != "v" {
+		t.Fatalf("value after Restart: %v, %v", e, err)
+	}
+	nc.Close()
+	n.Stop()
+	if n.Running() {
+		t.Fatal("Running after Stop")
+	}
+	n.Stop() // twice is fine
+}
+
+// TestProxySetUpstream re-points a proxy: a connection made after SetUpstream reaches the new
+// upstream on the same proxy address.
+func TestProxySetUpstream(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	serve := func(word string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte(word))
+				_ = c.Close()
+			}
+		}()
+		return ln, nil
+	}
+	a, err := serve("a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := serve("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	px, err := NewProxy(a.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	read := func() string {
+		c, err := net.DialTimeout("tcp", px.Addr(), 5*time.Second)
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 8)
+		n, _ := c.Read(buf)
+		return string(buf[:n])
+	}
+	addr := px.Addr()
+	if got := read(); got != "a" {
+		t.Fatalf("before SetUpstream: read %q, want a", got)
+	}
+	if err := px.SetUpstream(b.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	if px.Addr() != addr || px.Upstream() != b.Addr().String() {
+		t.Fatalf("after SetUpstream: Addr %s (was %s), Upstream %s", px.Addr(), addr, px.Upstream())
+	}
+	if got := read(); got != "b" {
+		t.Fatalf("after SetUpstream: read %q, want b", got)
+	}
+}
+
+// TestCluster starts two gateways of one cluster on an in-process NATS server (StartCluster)
+// and an edge on the first, and runs a command on it through the second.
+func TestCluster(t *testing.T) {
+	binDir := os.Getenv("BIN_DIR")
+	if binDir == "" {
+		t.Skip("BIN_DIR not set: run via `make test` (needs the built binaries)")
+	}
+	defer goleak.VerifyNone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	l, err := Prepare(ctx, Config{Dir: dir, EdgeBin: filepath.Join(binDir, "mcp-ssh-edge"), Edges: []EdgeSpec{{Name: "one"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := StartNATS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	gws, members, err := StartCluster(ctx, l, filepath.Join(binDir, "mcp-ssh-gateway"), n.URL(), []string{"gw-1", "gw-2"}, "KEEPALIVE_INTERVAL=1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, g := range gws {
+			if err := g.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	if len(gws) != 2 || len(members) != 2 || members[1].ID != "gw-2" {
+		t.Fatalf("StartCluster: %d gateways, members %+v", len(gws), members)
+	}
+	for i, m := range members {
+		if m.AuthorizedKeys == l.AuthorizedKeys || m.StateDir == l.StateDir || !strings.HasPrefix(m.Dir, dir) {
+			t.Errorf("member %s shares the Layout's files: %+v", m.ID, m)
+		}
+		if b, err := os.ReadFile(m.AuthorizedKeys); err != nil || !strings.Contains(string(b), `name="one"`) {
+			t.Errorf("member %s authorized_keys: %q %v", m.ID, b, err)
+		}
+		if v := lastValue(m.GatewayEnv(), "HOST_KEY_FILE"); v != l.HostKeyFile {
+			t.Errorf("member %s HOST_KEY_FILE = %q, want the Layout's %q", m.ID, v, l.HostKeyFile)
+		}
+		if gws[i].SSHAddr() == "" {
+			t.Errorf("member %s has no SSH address", m.ID)
+		}
+	}
+	if _, err := l.NewClusterMember("gw-1", n.URL()); err == nil {
+		t.Error("a second member gw-1 was made")
+	}
+	px, err := NewProxy(gws[0].SSHAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	e, err := l.StartEnrolled(px.Addr(), "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	for _, g := range gws {
+		if err := g.WaitForEdge(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw, err := gws[1].CallStructured(ctx, "run_command", map[string]any{"edge": "one", "argv": []string{"echo", "via-2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct {
+		Stdout string `json:"stdout"`
+	}
+	if err := json.Unmarshal(raw, &out); err != nil || out.Stdout != "via-2\n" {
+		t.Fatalf("run_command through gw-2: %s %v", raw, err)
 	}
 }

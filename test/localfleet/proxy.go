@@ -65,6 +65,26 @@ func (p *Proxy) RemoveToxic(typ string, streams ...string) error {
 	return nil
 }
 
+// Upstream is the address the proxy forwards new connections to.
+func (p *Proxy) Upstream() string {
+	p.p.Lock()
+	defer p.p.Unlock()
+	return p.p.Upstream
+}
+
+// SetUpstream re-points the proxy at upstream (host:port), as a load balancer fails over:
+// the connections through it are closed, and it listens again on the same address, so that
+// what dialled Addr reconnects to the new upstream. Toxics stay.
+func (p *Proxy) SetUpstream(upstream string) error {
+	p.p.Lock()
+	listen := p.p.Listen
+	p.p.Unlock()
+	if err := p.p.Update(&toxiproxy.Proxy{Listen: listen, Upstream: upstream, Enabled: true}); err != nil {
+		return fmt.Errorf("re-point toxiproxy %s at %s: %w", listen, upstream, err)
+	}
+	return nil
+}
+
 // Close stops listening and closes every connection through the proxy.
 func (p *Proxy) Close() { p.p.Stop() }
 
