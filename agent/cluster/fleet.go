@@ -241,21 +241,5 @@ func (n *Node) inventoriesOf(ctx context.Context, r route) ([]gateway.EdgeInvent
 // WatchEdges signals (coalesced) when edges connect or disconnect here or, as the routing
 // table shows, on another gateway, until ctx ends.
 func (f *Fleet) WatchEdges(ctx context.Context) <-chan struct{} {
-	a, b := f.Local.WatchEdges(ctx), f.Node.watch(ctx)
-	out := make(chan struct{}, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-a:
-			case <-b:
-			}
-			select {
-			case out <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return out
+	return gateway.MergeWatches(ctx, f.Local.WatchEdges(ctx), f.Node.watch(ctx))
 }

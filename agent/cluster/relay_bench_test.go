@@ -2,10 +2,8 @@ package cluster
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
-	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/bench/scale"
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
 
@@ -14,15 +12,7 @@ import (
 //
 //	go test -run '^$' -bench Exec -benchtime 500x ./agent/cluster/
 func BenchmarkExec(b *testing.B) {
-	s := startNATS(b)
-	hostKey := filepath.Join(b.TempDir(), "host_ed25519")
-	ids, err := scale.NewIdentities(1, "pi")
-	if err != nil {
-		b.Fatal(err)
-	}
-	a := startMember(b, s, "gw-a", hostKey, string(scale.AuthorizedKeys(ids)))
-	other := startMember(b, s, "gw-b", hostKey, "")
-	startEdges(b, a.addr, hostKey, ids)
+	a, other := pair(b, startNATS(b))
 	p := protocol.ExecParams{Argv: []string{"true"}, TimeoutMs: 10000, MaxOutputBytes: 1024}
 	for _, bc := range []struct {
 		name  string

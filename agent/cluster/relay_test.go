@@ -101,18 +101,25 @@ func heldBy(t testing.TB, f *Fleet, name, id string) gateway.Edge {
 	return e
 }
 
-// TestRelayedCalls runs every kind of call through a gateway that does not hold the edge and
-// checks it against the same call through the holder.
-func TestRelayedCalls(t *testing.T) {
-	s := startNATS(t)
+// pair runs gateways gw-a and gw-b of one cluster on s, with edge pi-00000 connected to gw-a.
+func pair(t testing.TB, s *server.Server) (a, b *member) {
+	t.Helper()
 	hostKey := filepath.Join(t.TempDir(), "host_ed25519")
 	ids, err := scale.NewIdentities(1, "pi")
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startMember(t, s, "gw-a", hostKey, string(scale.AuthorizedKeys(ids)))
-	b := startMember(t, s, "gw-b", hostKey, "")
+	a = startMember(t, s, "gw-a", hostKey, string(scale.AuthorizedKeys(ids)))
+	b = startMember(t, s, "gw-b", hostKey, "")
 	startEdges(t, a.addr, hostKey, ids)
+	return a, b
+}
+
+// TestRelayedCalls runs every kind of call through a gateway that does not hold the edge and
+// checks it against the same call through the holder.
+func TestRelayedCalls(t *testing.T) {
+	s := startNATS(t)
+	a, b := pair(t, s)
 	local := heldBy(t, a.fleet, "pi-00000", "gw-a")
 	remote := heldBy(t, b.fleet, "pi-00000", "gw-a")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -319,14 +326,7 @@ func TestNATSOutage(t *testing.T) {
 		t.Fatal("nats-server not ready")
 	}
 	defer func() { s.Shutdown(); s.WaitForShutdown() }()
-	hostKey := filepath.Join(t.TempDir(), "host_ed25519")
-	ids, err := scale.NewIdentities(1, "pi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := startMember(t, s, "gw-a", hostKey, string(scale.AuthorizedKeys(ids)))
-	b := startMember(t, s, "gw-b", hostKey, "")
-	startEdges(t, a.addr, hostKey, ids)
+	a, b := pair(t, s)
 	remote := heldBy(t, b.fleet, "pi-00000", "gw-a")
 	local := heldBy(t, a.fleet, "pi-00000", "gw-a")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

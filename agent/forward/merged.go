@@ -70,21 +70,5 @@ func (m *Merged) Inventories(connectedOnly bool) []gateway.EdgeInventory {
 // WatchEdges signals (coalesced) when an edge of either kind connects or disconnects, until
 // ctx ends.
 func (m *Merged) WatchEdges(ctx context.Context) <-chan struct{} {
-	a, b := m.Gateway.WatchEdges(ctx), m.Forward.WatchEdges(ctx)
-	out := make(chan struct{}, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-a:
-			case <-b:
-			}
-			select {
-			case out <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return out
+	return gateway.MergeWatches(ctx, m.Gateway.WatchEdges(ctx), m.Forward.WatchEdges(ctx))
 }

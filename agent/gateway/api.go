@@ -141,3 +141,25 @@ type KeyAdded struct {
 	Labels      map[string]string
 	Added       bool // false when the key was already authorized
 }
+
+// MergeWatches signals (coalesced) whenever any of watches does, until ctx ends: for a fleet
+// made of several (companion and forward edges, this gateway and the cluster).
+func MergeWatches(ctx context.Context, watches ...<-chan struct{}) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	for _, w := range watches {
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-w:
+				}
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	return out
+}
