@@ -39,7 +39,6 @@ type openCall struct {
 	Body    bool            `json:"body,omitempty"` // a body (stdin, upload content) follows
 	Refresh bool            `json:"refresh,omitempty"`
 	JobID   string          `json:"job_id,omitempty"`
-	Live    bool            `json:"live,omitempty"` // inventories: connected edges only
 }
 
 // callError is how a relayed call's error travels, so that the caller sees the same error

@@ -231,7 +231,7 @@ func (n *Node) inventoriesOf(ctx context.Context, r route) ([]gateway.EdgeInvent
 	}
 	var done struct{}
 	on := map[string]func(*nats.Msg) error{kindData: func(m *nats.Msg) error { return onData(m.Data) }}
-	if err := n.relayCall(ctx, r, openCall{Op: opInventories, Live: true}, nil, on, &done); err != nil {
+	if err := n.relayCall(ctx, r, openCall{Op: opInventories}, nil, on, &done); err != nil {
 		return nil, err
 	}
 	var out []gateway.EdgeInventory

@@ -336,7 +336,7 @@ func (n *Node) heartbeat(ctx context.Context) {
 	t := time.NewTicker(peerEvery)
 	defer t.Stop()
 	for {
-		b, _ := json.Marshal(peerState{ID: n.cfg.ID, Edges: len(n.gw.Edges(true))})
+		b, _ := json.Marshal(peerState{ID: n.cfg.ID, Edges: n.gw.ConnectedCount()})
 		_ = n.nc.Publish(subjectPeers, b)
 		select {
 		case <-ctx.Done():

@@ -212,7 +212,7 @@ func (n *Node) runOp(linkCtx context.Context, l *link, o openCall, h gateway.Edg
 	case opJobList:
 		return h.JobList(ctx, o.RID)
 	case opInventories:
-		b, err := json.Marshal(n.localInventories(o.Live))
+		b, err := json.Marshal(n.localInventories())
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +225,7 @@ func (n *Node) runOp(linkCtx context.Context, l *link, o openCall, h gateway.Edg
 }
 
 // localInventories lists the companion edges connected here with their inventories.
-func (n *Node) localInventories(connectedOnly bool) []gateway.EdgeInventory {
+func (n *Node) localInventories() []gateway.EdgeInventory {
 	all := n.gw.Inventories(true)
 	out := all[:0]
 	for _, inv := range all {
@@ -234,7 +234,6 @@ func (n *Node) localInventories(connectedOnly bool) []gateway.EdgeInventory {
 			out = append(out, inv)
 		}
 	}
-	_ = connectedOnly // only connected edges are routed here; offline ones every gateway knows
 	return out
 }
 

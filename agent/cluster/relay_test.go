@@ -366,17 +366,24 @@ func TestNATSOutage(t *testing.T) {
 	})
 }
 
-// TestEnrollThroughAnyGateway: an enrolment created on one gateway works through another,
-// once across the cluster.
-func TestEnrollThroughAnyGateway(t *testing.T) {
+// emptyPair runs gateways gw-a and gw-b of one cluster with no keys, and returns their host key.
+func emptyPair(t *testing.T) (a, b *member, host ssh.Signer) {
+	t.Helper()
 	s := startNATS(t)
 	hostKey := filepath.Join(t.TempDir(), "host_ed25519")
-	a := startMember(t, s, "gw-a", hostKey, "")
-	b := startMember(t, s, "gw-b", hostKey, "")
+	a = startMember(t, s, "gw-a", hostKey, "")
+	b = startMember(t, s, "gw-b", hostKey, "")
 	host, _, err := keys.LoadOrGenerate(hostKey, "test")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a, b, host
+}
+
+// TestEnrollThroughAnyGateway: an enrolment created on one gateway works through another,
+// once across the cluster.
+func TestEnrollThroughAnyGateway(t *testing.T) {
+	a, b, host := emptyPair(t)
 	a.g.SetPublicAddr(a.addr)
 	secret := func(name string) string {
 		t.Helper()
@@ -436,14 +443,7 @@ func TestEnrollThroughAnyGateway(t *testing.T) {
 // TestApprovePendingOnAnotherGateway: a key that knocked on one gateway is listed and
 // approved through another, and is then authorized on both.
 func TestApprovePendingOnAnotherGateway(t *testing.T) {
-	s := startNATS(t)
-	hostKey := filepath.Join(t.TempDir(), "host_ed25519")
-	a := startMember(t, s, "gw-a", hostKey, "")
-	b := startMember(t, s, "gw-b", hostKey, "")
-	host, _, err := keys.LoadOrGenerate(hostKey, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b, host := emptyPair(t)
 	k, _, err := keys.LoadOrGenerate(filepath.Join(t.TempDir(), "k"), "edge")
 	if err != nil {
 		t.Fatal(err)

@@ -194,6 +194,14 @@ func parseKeyLine(line string) (*authKey, error) {
 	return nil, errors.New("unreachable")
 }
 
+// ConnectedCount is the number of companion edges connected to this gateway (what a cluster
+// heartbeat announces every few seconds: counted, not listed).
+func (g *Gateway) ConnectedCount() int {
+	g.reg.mu.Lock()
+	defer g.reg.mu.Unlock()
+	return len(g.reg.byFP)
+}
+
 // ConnectedSince returns when the session of key fp connected to this gateway, if it is
 // connected (companion edges only).
 func (g *Gateway) ConnectedSince(fp string) (time.Time, bool) {
