@@ -53,22 +53,26 @@ func connect(t testing.TB, s *server.Server) *nats.Conn {
 	return nc
 }
 
+// openLink is a link on a connection of its own.
+func openLink(t testing.TB, s *server.Server, peer string) *link {
+	t.Helper()
+	ix, err := newInboxes(connect(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix.open(peer)
+}
+
 // TestLinkBulkIsFlowControlled sends 64 MiB over a link: it arrives whole and in order, and
 // the sender never has more than the window unacknowledged.
 func TestLinkBulkIsFlowControlled(t *testing.T) {
 	s := startNATS(t)
-	a, err := newLink(connect(t, s), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := openLink(t, s, "")
 	defer a.close()
-	b, err := newLink(connect(t, s), a.inbox())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openLink(t, s, a.inbox)
 	defer b.close()
-	a.setPeer(b.inbox())
-	b.setPeer(a.inbox())
+	a.setPeer(b.inbox)
+	b.setPeer(a.inbox)
 
 	payload := make([]byte, 64<<20)
 	if _, err := rand.Read(payload); err != nil {
@@ -111,10 +115,7 @@ func TestLinkBulkIsFlowControlled(t *testing.T) {
 // the link after linkSilence instead of leaving the call waiting.
 func TestLinkLostWhenPeerIsSilent(t *testing.T) {
 	s := startNATS(t)
-	l, err := newLink(connect(t, s), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLink(t, s, "")
 	defer l.close()
 	l.setPeer("mcpgw.nobody")
 	start := time.Now()

@@ -7,13 +7,15 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
 
-// A link carries one relayed call between two gateways over NATS: each side subscribes to
-// its own inbox and publishes to the other's. Bulk bytes (an upload's body, a download,
+// A link carries one relayed call between two gateways over NATS: each side has its own inbox
+// and publishes to the other's. Every message carries its sender's inbox as its reply
+// subject, so the caller learns the holder's from the first answer. Bulk bytes (an upload's body, a download,
 // streamed output) go in chunks of at most chunkSize, and a sender never has more than
 // linkWindow bytes unacknowledged, so memory stays bounded on both sides whatever the sizes
 // and the relay is as fast as its slower end; NATS's message size bound never matters. Both
@@ -22,7 +24,7 @@ import (
 
 // Message kinds (header hdrKind).
 const (
-	kindOpened = "o" // owner → caller: the call started; header hdrInbox is the owner's inbox
+	kindOpened = "o" // owner → caller: the call started (sent only if nothing else was soon)
 	kindData   = "d" // bulk bytes (upload body, download content, inventories)
 	kindFrame  = "f" // streamed output: header hdrFrame is the protocol frame type
 	kindEOF    = "e" // the bulk bytes ended
@@ -35,9 +37,12 @@ const (
 
 const (
 	hdrKind  = "K"
-	hdrInbox = "I"
 	hdrFrame = "F"
 	hdrAcked = "N"
+
+	// noResponders is the Status header of NATS's answer to a message with a reply subject
+	// that no subscriber took.
+	noResponders = "503"
 
 	chunkSize   = 128 << 10
 	linkWindow  = 4 << 20
@@ -48,6 +53,10 @@ const (
 	minCost = 16 << 10
 	// inboxDepth bounds the messages a link holds unread: a window of them plus control.
 	inboxDepth = linkWindow/minCost + 64
+	// openedAfter is how long a holder waits before it tells the caller that it took a call
+	// without a body: a call that answers sooner needs no such message (most execs), one
+	// that does not is told well within the caller's openWait.
+	openedAfter = 100 * time.Millisecond
 )
 
 // Why a link ended before its call did.
@@ -58,10 +67,12 @@ var (
 
 // link is one side of a relayed call.
 type link struct {
-	nc   *nats.Conn
-	sub  *nats.Subscription
-	in   chan *nats.Msg // every message but pings and acks, in order
-	peer string         // the other side's inbox; "" until known
+	nc    *nats.Conn
+	ix    *inboxes
+	inbox string         // the subject the other side publishes to
+	in    chan *nats.Msg // every message but pings and acks, in order
+	peer  string         // the other side's inbox; "" until known
+	spoke atomic.Bool    // a message the other side reads (not a ping or ack) was sent
 
 	mu       sync.Mutex
 	sent     int64         // bulk bytes sent
@@ -77,26 +88,69 @@ type link struct {
 	err   error
 }
 
-// newLink subscribes to a fresh inbox; peer may be set later (setPeer).
-func newLink(nc *nats.Conn, peer string) (*link, error) {
-	l := &link{nc: nc, peer: peer, in: make(chan *nats.Msg, inboxDepth), ackWake: make(chan struct{}, 1),
-		ready: make(chan struct{}), heard: make(chan struct{}, 1), dead: make(chan struct{})}
-	sub, err := nc.Subscribe(nc.NewRespInbox(), l.receive)
+// inboxes takes the messages of every link of one NATS connection through one wildcard
+// subscription and hands each to its link: a call costs no subscription of its own (no
+// SUB/UNSUB round and no delivery goroutine per call on either gateway).
+type inboxes struct {
+	nc     *nats.Conn
+	prefix string // a link's inbox is prefix + a token
+	sub    *nats.Subscription
+	seq    atomic.Uint64
+
+	mu    sync.Mutex
+	links map[string]*link // by inbox
+}
+
+// newInboxes subscribes to the connection's link inboxes.
+func newInboxes(nc *nats.Conn) (*inboxes, error) {
+	ix := &inboxes{nc: nc, prefix: nc.NewInbox() + ".", links: map[string]*link{}}
+	sub, err := nc.Subscribe(ix.prefix+"*", ix.dispatch)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: subscribe: %w", err)
 	}
-	// Flow control bounds what a peer sends; a peer that ignores it is cut off here rather
-	// than buffered without end.
-	if err := sub.SetPendingLimits(inboxDepth*2, linkWindow*2+1<<20); err != nil {
-		sub.Unsubscribe()
+	// Each link bounds what its peer may send (flow control, inboxDepth) and dispatch never
+	// waits, so messages only pass through here; the bound is maxRelayed links' windows.
+	if err := sub.SetPendingLimits(maxRelayed*inboxDepth, maxRelayed*linkWindow); err != nil {
+		_ = sub.Unsubscribe()
 		return nil, err
 	}
-	l.sub = sub
-	return l, nil
+	ix.sub = sub
+	return ix, nil
 }
 
-// inbox is the subject the other side publishes to.
-func (l *link) inbox() string { return l.sub.Subject }
+// dispatch runs on the subscription's goroutine.
+func (ix *inboxes) dispatch(m *nats.Msg) {
+	ix.mu.Lock()
+	l := ix.links[m.Subject]
+	ix.mu.Unlock()
+	if l != nil {
+		l.receive(m)
+	}
+}
+
+// failAll ends every link with err (the connection dropped, or messages were lost).
+func (ix *inboxes) failAll(err error) {
+	ix.mu.Lock()
+	ls := make([]*link, 0, len(ix.links))
+	for _, l := range ix.links {
+		ls = append(ls, l)
+	}
+	ix.mu.Unlock()
+	for _, l := range ls {
+		l.fail(err)
+	}
+}
+
+// open is a new link with a fresh inbox; peer may be set later (setPeer).
+func (ix *inboxes) open(peer string) *link {
+	l := &link{nc: ix.nc, ix: ix, inbox: ix.prefix + strconv.FormatUint(ix.seq.Add(1), 36), peer: peer,
+		in: make(chan *nats.Msg, inboxDepth), ackWake: make(chan struct{}, 1),
+		ready: make(chan struct{}), heard: make(chan struct{}, 1), dead: make(chan struct{})}
+	ix.mu.Lock()
+	ix.links[l.inbox] = l
+	ix.mu.Unlock()
+	return l
+}
 
 // setPeer names the other side's inbox and starts the pings and the silence watchdog.
 func (l *link) setPeer(peer string) {
@@ -109,9 +163,11 @@ func (l *link) setPeer(peer string) {
 
 // receive runs on the subscription's goroutine.
 func (l *link) receive(m *nats.Msg) {
-	select {
-	case l.heard <- struct{}{}:
-	default:
+	if m.Header.Get("Status") != noResponders { // NATS saying nobody took a message is not the peer
+		select {
+		case l.heard <- struct{}{}:
+		default:
+		}
 	}
 	switch m.Header.Get(hdrKind) {
 	case kindPing:
@@ -167,7 +223,9 @@ func (l *link) fail(err error) {
 	l.once.Do(func() {
 		l.err = err
 		close(l.dead)
-		_ = l.sub.Unsubscribe()
+		l.ix.mu.Lock()
+		delete(l.ix.links, l.inbox)
+		l.ix.mu.Unlock()
 	})
 }
 
@@ -189,7 +247,14 @@ func (l *link) publish(kind string, hdr nats.Header, data []byte) error {
 		hdr = nats.Header{}
 	}
 	hdr.Set(hdrKind, kind)
-	return l.nc.PublishMsg(&nats.Msg{Subject: peer, Header: hdr, Data: data})
+	m := &nats.Msg{Subject: peer, Header: hdr, Data: data}
+	if kind != kindPing && kind != kindAck {
+		// Only what the other side reads names this side's inbox (a ping to a side that is
+		// gone must not come back as NATS's no-responders answer, which would look like life).
+		m.Reply = l.inbox
+		l.spoke.Store(true)
+	}
+	return l.nc.PublishMsg(m)
 }
 
 // sendBulk sends b (any size) as chunks of kind, waiting for acknowledgements so that at most

@@ -68,6 +68,7 @@ type Node struct {
 	cfg   Config
 	log   *slog.Logger
 	nc    *nats.Conn
+	ix    *inboxes // the relayed calls' links
 	gw    *gateway.Gateway
 	relay chan struct{} // semaphore of relayed calls
 
@@ -142,6 +143,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			n.log.Warn("NATS connection lost: serving this gateway's edges only until it is back", "err", err)
 			n.setDown(true)
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			// Messages dropped for a slow consumer break every link that lost one.
+			if n.ix != nil && sub == n.ix.sub && errors.Is(err, nats.ErrSlowConsumer) {
+				n.log.Warn("relayed calls ended: this gateway could not keep up with their messages", "err", err)
+				n.ix.failAll(errLinkLost)
+			}
+		}),
 	}
 	if cfg.Creds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.Creds))
@@ -151,6 +159,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("CLUSTER_NATS_URL %s: %w", cfg.URL, err)
 	}
 	n.nc = nc
+	if n.ix, err = newInboxes(nc); err != nil {
+		nc.Close()
+		return nil, err
+	}
 	if _, err := nc.Subscribe(callSubject(cfg.ID), n.serveCall); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("cluster: subscribe: %w", err)
@@ -187,7 +199,6 @@ func (n *Node) Close() {
 // came back.
 func (n *Node) setDown(down bool) {
 	n.downMu.Lock()
-	defer n.downMu.Unlock()
 	select {
 	case <-n.down:
 		if !down {
@@ -198,6 +209,10 @@ func (n *Node) setDown(down bool) {
 			close(n.down)
 		}
 	}
+	n.downMu.Unlock()
+	if down {
+		n.ix.failAll(errNATSLost)
+	}
 }
 
 // downChan is closed once the NATS connection is down.
@@ -207,22 +222,17 @@ func (n *Node) downChan() <-chan struct{} {
 	return n.down
 }
 
-// newLink is a link for a relayed call that ends as soon as the NATS connection drops: what
-// it carries could not get through until the connection is back.
-func (n *Node) newLink(peer string) (*link, error) {
-	l, err := newLink(n.nc, peer)
-	if err != nil {
-		return nil, err
+// newLink is a link for a relayed call that ends as soon as the NATS connection drops (what
+// it carries could not get through until the connection is back): setDown fails the links
+// open then, and one opened while the connection is down fails here.
+func (n *Node) newLink(peer string) *link {
+	l := n.ix.open(peer)
+	select {
+	case <-n.downChan():
+		l.fail(errNATSLost)
+	default:
 	}
-	down := n.downChan()
-	go func() {
-		select {
-		case <-down:
-			l.fail(errNATSLost)
-		case <-l.dead:
-		}
-	}()
-	return l, nil
+	return l
 }
 
 // ID is this gateway's id.

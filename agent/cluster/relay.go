@@ -38,12 +38,7 @@ func (n *Node) serveCall(m *nats.Msg) {
 		n.refuse(m.Reply, fmt.Errorf("%w: gateway %s relays %d calls already", gateway.ErrEdgeBusy, n.cfg.ID, maxRelayed))
 		return
 	}
-	l, err := n.newLink(m.Reply)
-	if err != nil {
-		<-n.relay
-		n.refuse(m.Reply, err)
-		return
-	}
+	l := n.newLink(m.Reply)
 	go func() {
 		defer func() { <-n.relay }()
 		defer l.close()
@@ -57,12 +52,23 @@ func (n *Node) refuse(reply string, err error) {
 	_ = n.nc.PublishMsg(&nats.Msg{Subject: reply, Header: nats.Header{hdrKind: []string{kindError}}, Data: b})
 }
 
-// runRelayed runs one relayed call to its end.
+// runRelayed runs one relayed call to its end. The caller learns this side's inbox from the
+// first message: at once for a call with a body (the caller sends it once it knows where),
+// from the answer itself for a call that ends within openedAfter, else from kindOpened then.
 func (n *Node) runRelayed(l *link, o openCall) {
-	if err := l.publish(kindOpened, nats.Header{hdrInbox: []string{l.inbox()}}, nil); err != nil {
-		return
-	}
 	l.setPeer(l.peer)
+	if o.Body {
+		if err := l.publish(kindOpened, nil, nil); err != nil {
+			return
+		}
+	} else {
+		t := time.AfterFunc(openedAfter, func() {
+			if !l.spoke.Load() {
+				_ = l.publish(kindOpened, nil, nil)
+			}
+		})
+		defer t.Stop()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

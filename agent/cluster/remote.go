@@ -146,12 +146,9 @@ func (n *Node) relayCall(ctx context.Context, r route, o openCall, body io.Reade
 	if err != nil {
 		return err
 	}
-	l, err := n.newLink("")
-	if err != nil {
-		return n.unreachable(r, "this gateway's NATS connection is down")
-	}
+	l := n.newLink("")
 	defer l.close()
-	if err := n.nc.PublishMsg(&nats.Msg{Subject: callSubject(r.Gateway), Reply: l.inbox(), Data: b}); err != nil {
+	if err := n.nc.PublishMsg(&nats.Msg{Subject: callSubject(r.Gateway), Reply: l.inbox, Data: b}); err != nil {
 		return n.unreachable(r, "this gateway's NATS connection is down")
 	}
 	bodyErr := make(chan error, 1)
@@ -188,12 +185,12 @@ func (x *relayed) read(ctx context.Context, on map[string]func(*nats.Msg) error,
 		case err != nil && !opened && errors.Is(context.Cause(openCtx), errNotTaken):
 			return x.n.unreachable(x.r, errNotTaken.Error())
 		case err != nil && !cancelled && ctx.Err() != nil:
-			if !opened {
-				return fmt.Errorf("%s on %s: %w", x.op, name, ctx.Err())
-			}
-			// Tell the holder, then wait a little for what the call still reports.
+			// Tell the holder (once it answered, so that its inbox is known), then wait a
+			// little for what the call still reports.
 			cancelled = true
-			_ = x.l.publish(kindCancel, nil, nil)
+			if opened {
+				_ = x.l.publish(kindCancel, nil, nil)
+			}
 			var stop context.CancelFunc
 			rctx, stop = context.WithTimeout(context.WithoutCancel(ctx), cancelGrace)
 			defer stop()
@@ -207,20 +204,21 @@ func (x *relayed) read(ctx context.Context, on map[string]func(*nats.Msg) error,
 		case err != nil:
 			return fmt.Errorf("%s on %s via gateway %s: %w", x.op, name, x.r.Gateway, err)
 		}
-		if m.Header.Get("Status") == "503" {
+		if m.Header.Get("Status") == noResponders {
 			return x.n.unreachable(x.r, "it is not connected to NATS (it may have stopped)")
+		}
+		if !opened && m.Reply != "" { // the holder's first message: the call is taken
+			opened = true
+			x.l.setPeer(m.Reply)
+			if cancelled {
+				_ = x.l.publish(kindCancel, nil, nil)
+			} else {
+				rctx = ctx
+			}
 		}
 		kind := m.Header.Get(hdrKind)
 		switch kind {
 		case kindOpened:
-			if opened || m.Header.Get(hdrInbox) == "" {
-				return fmt.Errorf("%s on %s: gateway %s answered out of order", x.op, name, x.r.Gateway)
-			}
-			opened = true
-			x.l.setPeer(m.Header.Get(hdrInbox))
-			if !cancelled {
-				rctx = ctx
-			}
 			continue
 		case kindResult:
 			if err := json.Unmarshal(m.Data, res); err != nil {
