@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -53,6 +54,8 @@ const (
 	minCost = 16 << 10
 	// inboxDepth bounds the messages a link holds unread: a window of them plus control.
 	inboxDepth = linkWindow/minCost + 64
+	// pendingBytes bounds the bytes the inbox subscription holds: maxRelayed links' windows.
+	pendingBytes = int(min(int64(maxRelayed)*linkWindow, math.MaxInt))
 	// openedAfter is how long a holder waits before it tells the caller that it took a call
 	// without a body: a call that answers sooner needs no such message (most execs), one
 	// that does not is told well within the caller's openWait.
@@ -109,8 +112,9 @@ func newInboxes(nc *nats.Conn) (*inboxes, error) {
 		return nil, fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	// Each link bounds what its peer may send (flow control, inboxDepth) and dispatch never
-	// waits, so messages only pass through here; the bound is maxRelayed links' windows.
-	if err := sub.SetPendingLimits(maxRelayed*inboxDepth, maxRelayed*linkWindow); err != nil {
+	// waits, so messages only pass through here; the bound is maxRelayed links' windows
+	// (capped at what an int holds on 32-bit gateways).
+	if err := sub.SetPendingLimits(maxRelayed*inboxDepth, pendingBytes); err != nil {
 		_ = sub.Unsubscribe()
 		return nil, err
 	}

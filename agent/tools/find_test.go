@@ -89,7 +89,7 @@ func TestFindEdges(t *testing.T) {
 		{"has_tool several", map[string]any{"has_tool": "git, python3"}, []string{"db"}, 1, ""},
 		{"arch alias", map[string]any{"arch": "arm64"}, []string{"db"}, 1, ""},
 		{"os by distribution", map[string]any{"os": "Debian", "sort_by": "name"}, []string{"db", "web1", "web2"}, 1, ""},
-		{"free disk and memory", map[string]any{"min_free_disk": 10 << 30, "min_free_memory": 2 << 30, "sort_by": "free_memory"}, []string{"db", "web1"}, 1, ""},
+		{"free disk and memory", map[string]any{"min_free_disk": int64(10 << 30), "min_free_memory": int64(2 << 30), "sort_by": "free_memory"}, []string{"db", "web1"}, 1, ""},
 		{"max load", map[string]any{"max_load": 1.0, "sort_by": "free_disk"}, []string{"db", "web2"}, 1, ""},
 		{"offline included with their last inventory", map[string]any{"connected_only": false, "has_gpu": true}, []string{"gpu"}, 1, ""},
 		{"limit", map[string]any{"limit": 1, "sort_by": "cpu_cores"}, []string{"db"}, 0, ""},
