@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // tempFile is an upload being received beside its target. Where the kernel allows it
@@ -17,9 +18,27 @@ type tempFile struct {
 	dir     *os.Root
 	dfd     *os.File // the target directory, for linkat
 	name    string   // "" while anonymous
-	written int64    // bytes written so far
+	written int64    // bytes written to the file so far
 	flushed int64    // bytes whose write-back has been started
+
+	// With direct set, the file is open with O_DIRECT and Write collects the bytes in stage
+	// (directBlock bytes, aligned in memory), writing whole blocks past the page cache; the
+	// last partial block goes through the page cache in Sync.
+	direct bool
+	stage  []byte
+	staged int // bytes in stage not yet written
 }
+
+// An upload of directMin bytes or more is written with O_DIRECT in blocks of directBlock,
+// from a buffer aligned to directAlign (the largest logical block size of common disks).
+// A new file's pages are costly to allocate in the page cache (on this project's benchmark
+// VM, a new file written through it runs at a tenth of the disk's rate), and a large upload
+// that bypasses it leaves a small device's cache to what it runs.
+const (
+	directMin   = 4 << 20
+	directBlock = 1 << 20
+	directAlign = 4096
+)
 
 // writeBehindChunk is how often, in bytes written, an upload asks the kernel to start writing
 // its data to disk: the fsync that ends the upload then finds little left to do, instead of
@@ -27,9 +46,23 @@ type tempFile struct {
 // memory.
 const writeBehindChunk = 8 << 20
 
-// Write writes p and starts the write-back of each full writeBehindChunk. Uploads write
-// through it (io.Copy into a tempFile would take os.File's ReadFrom and skip it).
+// Write writes p and starts the write-back of each full writeBehindChunk, or with direct
+// stages p and writes each full block. Uploads write through it (io.Copy into a tempFile
+// would take os.File's ReadFrom and skip it).
 func (t *tempFile) Write(p []byte) (int, error) {
+	if t.direct {
+		for n := 0; n < len(p); {
+			c := copy(t.stage[t.staged:], p[n:])
+			t.staged += c
+			n += c
+			if t.staged == len(t.stage) {
+				if err := t.spill(); err != nil {
+					return n - c, err
+				}
+			}
+		}
+		return len(p), nil
+	}
 	n, err := t.File.Write(p)
 	t.written += int64(n)
 	if t.written-t.flushed >= writeBehindChunk {
@@ -39,8 +72,48 @@ func (t *tempFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// newTempFile creates the temp file for target base in dir.
-func newTempFile(dir *os.Root, base string) (*tempFile, error) {
+// spill writes the staged bytes at the end of the file. A filesystem that accepted O_DIRECT
+// at open but refuses the write (EINVAL: alignment it does not support) gets the same bytes
+// through the page cache, and so does the rest of the upload.
+func (t *tempFile) spill() error {
+	n, err := t.File.WriteAt(t.stage[:t.staged], t.written)
+	if err != nil && t.direct && errors.Is(err, syscall.EINVAL) && n == 0 {
+		t.direct = false
+		if err = setDirect(t.File, false); err == nil {
+			n, err = t.File.WriteAt(t.stage[:t.staged], t.written)
+		}
+	}
+	t.written += int64(n)
+	t.staged = 0
+	return err
+}
+
+// Sync writes what is still staged (through the page cache: a tail need not be a whole
+// block) and commits the file to disk.
+func (t *tempFile) Sync() error {
+	if t.staged > 0 {
+		if t.direct {
+			t.direct = false
+			if err := setDirect(t.File, false); err != nil {
+				return err
+			}
+		}
+		if err := t.spill(); err != nil {
+			return err
+		}
+	}
+	return t.File.Sync()
+}
+
+// alignedBuffer returns n bytes whose start is aligned to directAlign.
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+directAlign)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & (directAlign - 1))
+	return b[off : off+n : off+n]
+}
+
+// newTempFile creates the temp file for target base in dir, for an upload of size bytes.
+func newTempFile(dir *os.Root, base string, size int64) (*tempFile, error) {
 	d, err := dir.Open(".")
 	if err != nil {
 		return nil, err
@@ -48,15 +121,19 @@ func newTempFile(dir *os.Root, base string) (*tempFile, error) {
 	t := &tempFile{dir: dir, dfd: d}
 	if f, err := openAnonymous(d); err == nil {
 		t.File = f
-		return t, nil
+	} else {
+		t.name = tempName(base)
+		f, err := dir.OpenFile(t.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			d.Close()
+			return nil, err
+		}
+		t.File = f
 	}
-	t.name = tempName(base)
-	f, err := dir.OpenFile(t.name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err != nil {
-		d.Close()
-		return nil, err
+	if size >= directMin && setDirect(t.File, true) == nil {
+		t.direct = true
+		t.stage = alignedBuffer(directBlock)
 	}
-	t.File = f
 	return t, nil
 }
 

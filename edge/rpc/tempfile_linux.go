@@ -43,3 +43,29 @@ func startWriteback(f *os.File, off, n int64) error {
 	}
 	return serr
 }
+
+// setDirect sets or clears O_DIRECT on f (fcntl F_SETFL): writes then bypass the page cache.
+// Filesystems without direct I/O (tmpfs before Linux 6.6, some FUSE) refuse it with EINVAL.
+func setDirect(f *os.File, on bool) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		fl, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
+		if err != nil {
+			serr = err
+			return
+		}
+		if on {
+			fl |= unix.O_DIRECT
+		} else {
+			fl &^= unix.O_DIRECT
+		}
+		_, serr = unix.FcntlInt(fd, unix.F_SETFL, fl)
+	}); err != nil {
+		return err
+	}
+	return serr
+}

@@ -15,3 +15,6 @@ func linkAnonymous(_, _ *os.File, _ string) error { return errNoTmpfile }
 
 // startWriteback is Linux-only (sync_file_range); elsewhere the final fsync does it all.
 func startWriteback(*os.File, int64, int64) error { return nil }
+
+// setDirect is Linux-only here (O_DIRECT through fcntl); elsewhere uploads use the page cache.
+func setDirect(*os.File, bool) error { return errors.ErrUnsupported }

@@ -145,7 +145,7 @@ func checkTarget(dir *os.Root, base, clean string, overwrite bool) error {
 // and syncs it, and returns the verified SHA-256. On failure nothing is left in the directory.
 // Reading the stream, writing the file and hashing run at once (see sink), a few frames apart.
 func receive(ctx context.Context, dir *os.Root, base string, c *call, size int64, want string, mode fs.FileMode) (*tempFile, string, error) {
-	f, err := newTempFile(dir, base)
+	f, err := newTempFile(dir, base, size)
 	if err != nil {
 		return nil, "", fsError("create temporary file in target directory", err)
 	}

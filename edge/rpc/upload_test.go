@@ -303,7 +303,7 @@ func TestWriteBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	f, err := newTempFile(root, "big")
+	f, err := newTempFile(root, "big", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,5 +345,67 @@ func TestWriteBehind(t *testing.T) {
 		if err := startWriteback(f.File, -1, 8<<20); err == nil {
 			t.Fatal("startWriteback accepted a negative offset: the system call is not made")
 		}
+	}
+}
+
+// TestDirectWrites: an upload of directMin bytes or more is written with O_DIRECT in whole
+// blocks, its tail through the page cache, and the committed file holds every byte
+// whatever the sizes of the writes; a smaller one keeps the page cache.
+func TestDirectWrites(t *testing.T) {
+	tests := []struct {
+		name  string
+		size  int
+		write int // bytes per Write call
+	}{
+		{"below directMin", directMin - 1, 256 << 10},
+		{"exactly directMin", directMin, 256 << 10},
+		{"blocks and a tail", directMin + 3*directBlock + 12345, 256 << 10},
+		{"odd write sizes", directMin + 777, 100_003},
+		{"writes larger than a block", directMin + directBlock/2, directBlock + 4097},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root, err := os.OpenRoot(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer root.Close()
+			f, err := newTempFile(root, "big", int64(tt.size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.close()
+			switch {
+			case tt.size < directMin && f.direct:
+				t.Fatalf("an upload of %d bytes is written with O_DIRECT; want it below %d only", tt.size, directMin)
+			case tt.size >= directMin && !f.direct && runtime.GOOS == "linux":
+				t.Logf("the filesystem of %s refuses O_DIRECT: checking the page-cache path instead", os.TempDir())
+			}
+			data := make([]byte, tt.size)
+			for i := range data {
+				data[i] = byte(i * 7 / 3)
+			}
+			for off := 0; off < len(data); off += tt.write {
+				if n, err := f.Write(data[off:min(off+tt.write, len(data))]); err != nil || n != min(tt.write, len(data)-off) {
+					t.Fatalf("write at %d: %d, %v", off, n, err)
+				}
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if f.written != int64(tt.size) || f.staged != 0 {
+				t.Fatalf("written %d, staged %d; want %d, 0", f.written, f.staged, tt.size)
+			}
+			if err := f.commit("big", false); err != nil {
+				t.Fatal(err)
+			}
+			got, err := root.ReadFile("big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("file differs from what was written (%d bytes, want %d)", len(got), len(data))
+			}
+		})
 	}
 }
