@@ -199,8 +199,19 @@ func typed[In any](fn func(ctx context.Context, req mcp.CallToolRequest, in In) 
 	}
 }
 
-// okResult is a success: structured content plus its JSON text copy.
-func okResult(v any) *mcp.CallToolResult { return mcp.NewToolResultStructuredOnly(v) }
+// okResult is a success: structured content plus its JSON text copy. v is marshalled once:
+// the structured content is those bytes (json.RawMessage), which mcp-go's output validation
+// and its response encoder take as they are instead of marshalling v twice more.
+func okResult(v any) *mcp.CallToolResult {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return errResult(fmt.Sprintf("internal error: cannot encode the result: %v", err))
+	}
+	return &mcp.CallToolResult{
+		Content:           []mcp.Content{mcp.NewTextContent(string(b))},
+		StructuredContent: json.RawMessage(b),
+	}
+}
 
 // resultMessage is the one-line message of a failure result.
 func resultMessage(res *mcp.CallToolResult) string {
@@ -227,7 +238,7 @@ func errResultWith(msg string, v any) *mcp.CallToolResult {
 			mcp.NewTextContent(msg),
 			mcp.NewTextContent(string(b)),
 		},
-		StructuredContent: v,
+		StructuredContent: json.RawMessage(b),
 		IsError:           true,
 	}
 }
