@@ -110,7 +110,10 @@ func startExec(c *call, pr proc, p *protocol.ExecParams, null *os.File) (*execRu
 		return nil, protocol.Errorf(code, "start %s: %v", cmd.Path, err)
 	}
 	r.watch.Go(func() { r.events <- watchStream(c.fr, stdin) })
-	go func() { r.waitDone <- cmd.Wait() }()
+	go func() {
+		awaitExit(cmd.Process.Pid)
+		r.waitDone <- cmd.Wait()
+	}()
 	return r, nil
 }
 

@@ -2,10 +2,13 @@ package rpc
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mcp-ssh-gateway/mcp-ssh-gateway/shared/protocol"
 )
@@ -142,5 +145,48 @@ func TestMergeEnv(t *testing.T) {
 	}
 	if got := mergeEnv(nil, nil); len(got) != 0 {
 		t.Fatalf("mergeEnv(nil, nil) = %q", got)
+	}
+}
+
+// TestAwaitExit: the pidfd wait returns once the child has exited, however it ended, and
+// leaves it for cmd.Wait to reap with the real status; it returns at once for a child that
+// exited before the call, and reports false for a pid that is not a waitable child.
+func TestAwaitExit(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("pidfd is Linux-only; elsewhere awaitExit is a no-op returning false")
+	}
+	tests := []struct {
+		name     string
+		argv     []string
+		before   time.Duration // sleep before awaiting: the child may be gone already
+		wantCode int
+		wantSig  string
+	}{
+		{"exit 0", []string{"true"}, 0, 0, ""},
+		{"exit 3 after a while", []string{"sh", "-c", "sleep 0.2; exit 3"}, 0, 3, ""},
+		{"exited before the call", []string{"false"}, 100 * time.Millisecond, 1, ""},
+		{"killed by a signal", []string{"sh", "-c", "kill -KILL $$"}, 0, -1, "SIGKILL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(tt.argv[0], tt.argv[1:]...)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(tt.before)
+			if !awaitExit(cmd.Process.Pid) {
+				t.Fatal("awaitExit = false for a child of this process")
+			}
+			_ = cmd.Wait()
+			if cmd.ProcessState == nil {
+				t.Fatal("cmd.Wait found nothing to reap: awaitExit reaped the child")
+			}
+			if code, sig := exitStatus(cmd.ProcessState); code != tt.wantCode || sig != tt.wantSig {
+				t.Fatalf("exit status %d %q; want %d %q", code, sig, tt.wantCode, tt.wantSig)
+			}
+		})
+	}
+	if awaitExit(os.Getppid()) {
+		t.Error("awaitExit = true for the parent process, which is no child of ours")
 	}
 }
