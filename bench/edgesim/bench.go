@@ -230,12 +230,18 @@ func scenarioIdle(ctx context.Context, c benchConfig, gw *scale.Gateway, rss0, f
 		return err
 	}
 	report(out, "gateway RSS right after connecting", fmtBytes(rss1), "")
+	cpu0 := cpuTicks(gw.PID())
 	time.Sleep(c.settle)
+	cpu1 := cpuTicks(gw.PID())
 	rss2, err := scale.RSS(gw.PID())
 	if err != nil {
 		return err
 	}
 	report(out, fmt.Sprintf("gateway RSS after %v idle", c.settle), fmtBytes(rss2), "")
+	// What the idle fleet costs the gateway's processors (keepalives, inventory pulls, GC).
+	idleCPU := time.Duration(cpu1-cpu0) * 10 * time.Millisecond
+	report(out, fmt.Sprintf("gateway CPU during those %v", c.settle),
+		fmt.Sprintf("%.1f s (%.1f %% of one core)", idleCPU.Seconds(), 100*idleCPU.Seconds()/c.settle.Seconds()), "")
 	perEdge := (rss2 - rss0) / int64(c.edges)
 	report(out, "gateway RSS per idle edge", fmtBytes(perEdge)+" ("+rssVerdict(perEdge, floor)+")", "")
 	report(out, "gateway threads", strconv.Itoa(scale.Threads(gw.PID())), "")
