@@ -28,7 +28,7 @@ type config struct {
 	PolicyFile        string        `envconfig:"POLICY_FILE"`
 	ForwardEdgesFile  string        `envconfig:"FORWARD_EDGES_FILE"`
 	ClientKeyFile     string        `envconfig:"CLIENT_KEY_FILE"`
-	MaxStartups       string        `envconfig:"SSH_MAX_STARTUPS" default:"4096:30:16384"`
+	MaxStartups       string        `envconfig:"SSH_MAX_STARTUPS" default:"12288:30:16384"`
 	PerSourceStartups int           `envconfig:"SSH_PER_SOURCE_MAX_STARTUPS" default:"32"`
 	StateDir          string        `envconfig:"STATE_DIR"`
 	AuditLog          string        `envconfig:"AUDIT_LOG"`
@@ -64,7 +64,7 @@ func (c *config) parseStartups() error {
 	var l gateway.StartupLimits
 	if n, err := fmt.Sscanf(c.MaxStartups, "%d:%d:%d", &l.Start, &l.Rate, &l.Full); err != nil || n != 3 ||
 		l.Start < 1 || l.Rate < 1 || l.Rate > 100 || l.Full < l.Start || strings.Count(c.MaxStartups, ":") != 2 {
-		return fmt.Errorf("SSH_MAX_STARTUPS=%q is not start:rate:full (connections before random drop begins, drop percent 1-100, connections at which all are dropped), e.g. 4096:30:16384", c.MaxStartups)
+		return fmt.Errorf("SSH_MAX_STARTUPS=%q is not start:rate:full (connections before random drop begins, drop percent 1-100, connections at which all are dropped), e.g. 12288:30:16384", c.MaxStartups)
 	}
 	c.startups = l
 	if c.PerSourceStartups < 1 {

@@ -68,7 +68,7 @@ type Config struct {
 	// slot; a site with many edges behind one NAT address reconnects in a few rounds.
 	PerSourceMaxStartups int
 	// MaxStartups is the early random drop of unauthenticated connections (OpenSSH's
-	// MaxStartups start:rate:full). Zero: 4096:30:16384.
+	// MaxStartups start:rate:full). Zero: 12288:30:16384.
 	MaxStartups       StartupLimits
 	MaxQueue          int           // per-edge calls waiting beyond its max_concurrent, default 64
 	StateDir          string        // pending keys and enrolment secrets; "" disables both

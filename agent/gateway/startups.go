@@ -16,11 +16,13 @@ type StartupLimits struct {
 }
 
 // Default StartupLimits: a reconnect storm of 10,000 edges queues for handshake slots
-// (defaultAdmissionWait) rather than being dropped; random drop begins beyond it. The peers
+// (defaultAdmissionWait) rather than being dropped; random drop begins beyond it (at 4096,
+// the start before 2026-12-03, the storm lost edges to the drop and their backoff: 10,000
+// edges back in 30-35 s instead of 11.5 s, docs/BENCHMARKS-SCALE.md). The peers
 // in a flood that are silent cost only a goroutine and a socket until the version deadline
 // (Config.KexTimeout): they never hold a handshake slot.
 const (
-	defaultStartupsStart = 4096
+	defaultStartupsStart = 12288
 	defaultStartupsRate  = 30
 	defaultStartupsFull  = 16384
 )
