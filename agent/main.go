@@ -12,7 +12,6 @@ import (
 	"maps"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -69,18 +68,11 @@ host name). They share one HOST_KEY_FILE; keys, names and routes are shared thro
 `
 
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGOGC)
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		go tuneGC(context.Background(), gcTuneEvery) // for the life of the process
 	}
 	os.Exit(run(os.Args[1:], pollableStdin(), os.Stdout, os.Stderr))
 }
-
-// defaultGOGC is the gateway's GC target unless GOGC is set. An idle gateway's resident
-// memory is its live heap (mostly per-edge library state) plus the garbage made until the next
-// GC: at Go's default of 100 that is up to the live heap again, and the pages stay resident.
-// 10,000 idle edges cost 101–103 KiB each at 100, 84–87 at 50, 78 at 25, for the same
-// idle CPU (docs/BENCHMARKS-SCALE.md).
-const defaultGOGC = 25
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 {

@@ -258,8 +258,10 @@ func TestBusyEdgeQueuesThenRefuses(t *testing.T) {
 		_, err := f.g.Exec(ctx, "pi", execParams("hold"), nil, nil)
 		results <- err
 	}
-	// The inventory pull at connect takes the edge's only slot for a while on a busy machine.
-	waitFor(t, 30*time.Second, "the connect-time pull over", func() bool { return inFlight() == 0 })
+	// The first inventory pull starts up to 1 s after connecting and takes the edge's only
+	// slot for a while on a busy machine: wait until it has been served and is over (the next
+	// is minutes away), or it would queue behind the held call below.
+	waitFor(t, 30*time.Second, "the connect-time pull over", func() bool { return e.infos.Load() >= 1 && inFlight() == 0 })
 	go hold()
 	waitFor(t, 5*time.Second, "one call running", func() bool {
 		select {
