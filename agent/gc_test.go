@@ -27,6 +27,24 @@ func TestGCPercent(t *testing.T) {
 	}
 }
 
+func TestGCTunerOn(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want bool
+	}{
+		{nil, true},
+		{map[string]string{"GOGC": "50"}, false},
+		{map[string]string{"GOGC": "off"}, false},
+		{map[string]string{"GOMEMLIMIT": "512MiB"}, false},
+		{map[string]string{"GOGC": "100", "GOMEMLIMIT": "1GiB"}, false},
+		{map[string]string{"GODEBUG": "gctrace=1"}, true},
+	} {
+		if got := gcTunerOn(func(k string) string { return c.env[k] }); got != c.want {
+			t.Errorf("gcTunerOn with %v = %v, want %v", c.env, got, c.want)
+		}
+	}
+}
+
 // TestTuneGC checks that the tuner sets the target gcPercent gives for this test's heap (Go's
 // default while it is small), and stops with its context.
 func TestTuneGC(t *testing.T) {

@@ -68,9 +68,6 @@ host name). They share one HOST_KEY_FILE; keys, names and routes are shared thro
 `
 
 func main() {
-	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
-		go tuneGC(context.Background(), gcTuneEvery) // for the life of the process
-	}
 	os.Exit(run(os.Args[1:], pollableStdin(), os.Stdout, os.Stderr))
 }
 
@@ -104,6 +101,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if gcTunerOn(os.Getenv) {
+		go tuneGC(ctx, gcTuneEvery)
+	}
 	if err := serve(ctx, cfg, log, stdin, stdout); err != nil {
 		log.Error("gateway stopped", "err", err)
 		fmt.Fprintf(stderr, "mcp-ssh-gateway: %v\n", err)
